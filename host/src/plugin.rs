@@ -1,0 +1,337 @@
+//! Framework plugins: WebAssembly components that tell the proxy how to serve each framework.
+//!
+//! [`Runtime`] holds the engine; a [`Plugin`] is one loaded component with its pool of
+//! instances; the [`PluginRegistry`] maps names and service types to plugins and follows the
+//! plugins directory. Every answer a plugin gives passes [`guard`] before the proxy sees it,
+//! and [`fallback`] is the generic behaviour used when a plugin fails.
+
+mod bindings;
+mod bundled;
+pub mod fallback;
+pub mod guard;
+mod log;
+mod registry;
+mod runtime;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use bindings::{
+    Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response, ResponsePlan, Service,
+    Subprotocols, UpstreamRequest, UpstreamWebsocket,
+};
+pub use bundled::bundled;
+pub use registry::{DirWatch, IsolationPolicy, PluginRegistry, PluginSource, check};
+pub use runtime::{Runtime, RuntimeConfig};
+
+use bindings::WorldPre;
+use log::PluginLog;
+use runtime::{HostState, Instance};
+
+/// How a plugin's instances are shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Instances are kept in a bounded pool and reused: fast, for trusted plugins.
+    #[default]
+    Pooled,
+    /// Every call gets a fresh instance, so nothing a call leaves behind is seen by another.
+    PerCall,
+}
+
+/// What went wrong with a plugin.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    #[error("the plugin runtime could not start: {0}")]
+    Engine(String),
+    #[error("not a valid Portico plugin: {0}")]
+    Invalid(String),
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+    #[error("the plugin ran past its {0:?} deadline")]
+    Timeout(Duration),
+    #[error("the plugin ran out of memory")]
+    OutOfMemory,
+    #[error("the plugin returned an invalid answer: {0}")]
+    Refused(#[from] guard::GuardError),
+    #[error("the plugin is disabled after repeated failures")]
+    Disabled,
+}
+
+impl PluginError {
+    fn engine(err: wasmtime::Error) -> Self {
+        Self::Engine(format!("{err:#}"))
+    }
+
+    fn invalid(err: wasmtime::Error) -> Self {
+        Self::Invalid(format!("{err:#}"))
+    }
+
+    fn from_call(err: wasmtime::Error) -> Self {
+        match err.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Self::Timeout(Duration::ZERO),
+            _ if format!("{err:#}").contains("memory") => Self::OutOfMemory,
+            _ => Self::Trap(format!("{err:#}")),
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Engine(_) => "engine",
+            Self::Invalid(_) => "invalid",
+            Self::Trap(_) => "trap",
+            Self::Timeout(_) => "timeout",
+            Self::OutOfMemory => "memory",
+            Self::Refused(_) => "refused",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// Counters of one plugin's calls.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Calls that failed (trap, timeout, memory, refused answer).
+    pub failures: AtomicU64,
+    /// Time spent in calls, in nanoseconds.
+    pub nanos: AtomicU64,
+    /// Instances created because the pool was empty or an instance was replaced.
+    pub instantiations: AtomicU64,
+}
+
+/// A loaded plugin: its info, its linked component and its instances.
+pub struct Plugin {
+    info: PluginInfo,
+    source: PluginSource,
+    runtime: Arc<Runtime>,
+    pre: WorldPre<HostState>,
+    isolation: Isolation,
+    idle: Mutex<Vec<Instance>>,
+    log: Arc<PluginLog>,
+    consecutive_failures: AtomicU32,
+    disabled: AtomicBool,
+    stats: PluginStats,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("source", &self.source)
+            .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Defines a hook method: check out an instance, call, guard the answer, account for it.
+macro_rules! hook {
+    ($(#[$doc:meta])* $name:ident, $call:ident, ($($arg:ident: $ty:ty),*) -> $out:ty, $check:expr) => {
+        $(#[$doc])*
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, PluginError> {
+            let mut instance = self.checkout().await?;
+            let started = Instant::now();
+            instance.arm(self.runtime.config().call_timeout);
+            let result = instance.world.$call(&mut instance.store, $($arg),*).await;
+            let result = result.map_err(|err| self.call_error(err)).and_then(|answer| {
+                let check: fn(&$out) -> Result<(), guard::GuardError> = $check;
+                check(&answer)?;
+                Ok(answer)
+            });
+            self.finish(instance, started, stringify!($name), result)
+        }
+    };
+}
+
+impl Plugin {
+    /// Instantiates a component, asks for its info and fills the pool.
+    pub(crate) async fn load(
+        runtime: &Arc<Runtime>,
+        wasm: &[u8],
+        source: PluginSource,
+        isolation: Isolation,
+    ) -> Result<Arc<Self>, PluginError> {
+        let component = runtime.compile(wasm)?;
+        let pre = runtime.prepare(&component)?;
+        let label = match &source {
+            PluginSource::Bundled => "bundled plugin".to_owned(),
+            PluginSource::File(path) => path.display().to_string(),
+        };
+        let log = PluginLog::new(&label);
+        let mut instance = runtime.instantiate(&pre, &log).await?;
+        instance.arm(runtime.config().call_timeout);
+        let info = instance
+            .world
+            .call_info(&mut instance.store)
+            .await
+            .map_err(PluginError::from_call)?;
+        guard::info(&info)?;
+        let plugin = Arc::new(Self {
+            log: PluginLog::new(&info.name),
+            info,
+            source,
+            runtime: Arc::clone(runtime),
+            pre,
+            isolation,
+            idle: Mutex::new(Vec::new()),
+            consecutive_failures: AtomicU32::new(0),
+            disabled: AtomicBool::new(false),
+            stats: PluginStats::default(),
+        });
+        if isolation == Isolation::Pooled {
+            let mut warm = vec![instance];
+            for _ in 1..runtime.config().pool_size {
+                warm.push(runtime.instantiate(&plugin.pre, &plugin.log).await?);
+            }
+            plugin.idle_instances().extend(warm);
+        }
+        Ok(plugin)
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// Where the plugin was loaded from.
+    pub fn source(&self) -> &PluginSource {
+        &self.source
+    }
+
+    /// How instances are shared.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Call counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// True once the plugin has failed too often in a row; it stays off until reloaded.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// True when the plugin wants to read request header `name` (lower case).
+    pub fn wants_request_header(&self, name: &str) -> bool {
+        listed(&self.info.request_headers, name)
+    }
+
+    /// True when response header `name` (lower case) should trigger `on-response`.
+    pub fn wants_response_header(&self, name: &str) -> bool {
+        listed(&self.info.response_headers, name)
+    }
+
+    /// True when the plugin may rewrite bodies of `media_type` (lower case, no parameters).
+    pub fn rewrites(&self, media_type: &str) -> bool {
+        self.info.rewrite_content_types.iter().any(|t| t == media_type)
+    }
+
+    hook!(
+        /// The `on-request` hook: where and how an HTTP request goes upstream.
+        on_request, call_on_request, (req: &Request) -> UpstreamRequest, guard::upstream_request
+    );
+
+    hook!(
+        /// The `on-websocket` hook: where and how a WebSocket is opened upstream.
+        on_websocket, call_on_websocket, (req: &Request, protocols: &[String]) -> UpstreamWebsocket,
+        guard::upstream_websocket
+    );
+
+    hook!(
+        /// The `claim` hook: how sure the plugin is that an un-prefixed path is its own.
+        claim, call_claim, (req: &OrphanRequest) -> u32, |_| Ok(())
+    );
+
+    hook!(
+        /// The `on-response` hook: response header edits and whether to rewrite the body.
+        on_response, call_on_response, (resp: &Response) -> ResponsePlan, guard::response_plan
+    );
+
+    hook!(
+        /// The `rewrite-body` hook: the new body, or `None` to keep it.
+        rewrite_body, call_rewrite_body, (resp: &Response, body: &[u8]) -> Option<Vec<u8>>,
+        |body| body.as_deref().map_or(Ok(()), guard::body)
+    );
+
+    fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // A panic while holding the lock cannot leave the Vec inconsistent.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn checkout(&self) -> Result<Instance, PluginError> {
+        if self.is_disabled() {
+            return Err(PluginError::Disabled);
+        }
+        if self.isolation == Isolation::Pooled {
+            if let Some(instance) = self.idle_instances().pop() {
+                return Ok(instance);
+            }
+        }
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        self.runtime.instantiate(&self.pre, &self.log).await
+    }
+
+    fn call_error(&self, err: wasmtime::Error) -> PluginError {
+        match PluginError::from_call(err) {
+            PluginError::Timeout(_) => PluginError::Timeout(self.runtime.config().call_timeout),
+            other => other,
+        }
+    }
+
+    /// Accounts for a call, returns a healthy pooled instance to the pool and drops any other.
+    fn finish<T>(
+        &self,
+        instance: Instance,
+        started: Instant,
+        hook: &'static str,
+        result: Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.nanos.fetch_add(elapsed, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                if self.isolation == Isolation::Pooled {
+                    let mut idle = self.idle_instances();
+                    if idle.len() < self.runtime.config().pool_size {
+                        idle.push(instance);
+                    }
+                }
+            }
+            Err(err) => {
+                // The instance may be in any state after a failure: it is dropped, and a
+                // fresh one takes its place on the next checkout.
+                drop(instance);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(plugin = %self.info.name, hook, error = %err, "plugin call failed; using the generic behaviour");
+                let limit = self.runtime.config().max_consecutive_failures;
+                if failures >= limit && !self.disabled.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        plugin = %self.info.name,
+                        failures,
+                        "plugin disabled after {failures} consecutive failures; replace or reload it to enable it again"
+                    );
+                    self.idle_instances().clear();
+                }
+            }
+        }
+        result
+    }
+}
+
+fn listed(list: &[String], name: &str) -> bool {
+    list.iter().any(|item| item == "*" || item == name)
+}

@@ -1,0 +1,85 @@
+//! The generic behaviour, as functions a plugin can call from its own hooks.
+
+use crate::{
+    Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols, UpstreamRequest,
+    UpstreamWebsocket, rewrite,
+};
+
+/// The path below the prefix (or the whole path with `keep_prefix`), the query unchanged, and
+/// `x-forwarded-prefix` when the prefix is stripped.
+pub fn on_request(req: &Request, keep_prefix: bool) -> UpstreamRequest {
+    UpstreamRequest {
+        path: rewrite::upstream_path(&req.path, &req.prefix, keep_prefix),
+        query: req.query.clone(),
+        headers: forwarded_prefix(req, keep_prefix),
+    }
+}
+
+/// The same path as [`on_request`], subprotocols passed through unchanged.
+pub fn on_websocket(req: &Request, keep_prefix: bool) -> UpstreamWebsocket {
+    UpstreamWebsocket {
+        path: rewrite::upstream_path(&req.path, &req.prefix, keep_prefix),
+        query: req.query.clone(),
+        protocols: Subprotocols::PassThrough,
+        headers: forwarded_prefix(req, keep_prefix),
+    }
+}
+
+/// `x-forwarded-prefix: {prefix}` when the prefix is stripped; apps that honour it (NiceGUI,
+/// Spring, ProxyFix) then build correct links. A kept prefix is not announced twice.
+pub fn forwarded_prefix(req: &Request, keep_prefix: bool) -> HeaderEdits {
+    let mut edits = HeaderEdits::none();
+    if !keep_prefix {
+        edits
+            .set
+            .push(Header::new("x-forwarded-prefix", req.prefix.clone()));
+    }
+    edits
+}
+
+/// `location` kept under the prefix and `set-cookie` paths scoped to it; no body rewrite.
+pub fn on_response(resp: &Response) -> ResponsePlan {
+    ResponsePlan {
+        headers: response_headers(resp),
+        rewrite_body: false,
+    }
+}
+
+/// The header edits of [`on_response`].
+pub fn response_headers(resp: &Response) -> HeaderEdits {
+    let req = &resp.request;
+    let mut edits = HeaderEdits::none();
+    for header in &resp.headers {
+        if header.name == "location" {
+            if let Some(fixed) =
+                rewrite::prefix_location(&header.value, &req.prefix, &req.public_host)
+            {
+                edits.set.push(Header::new("location", fixed));
+            }
+        }
+    }
+    let cookies: Vec<&Header> = resp
+        .headers
+        .iter()
+        .filter(|header| header.name == "set-cookie")
+        .collect();
+    let scoped: Vec<Option<String>> = cookies
+        .iter()
+        .map(|cookie| rewrite::scope_cookie_path(&cookie.value, &req.prefix))
+        .collect();
+    if scoped.iter().any(Option::is_some) {
+        // `set` replaces every value of a name, so the unchanged cookies are sent again too.
+        for (cookie, fixed) in cookies.iter().zip(scoped) {
+            let value = fixed.unwrap_or_else(|| cookie.value.clone());
+            edits.set.push(Header::new("set-cookie", value));
+        }
+    }
+    edits
+}
+
+/// The response's media type (`text/html`), lower case, or empty.
+pub fn media_type(resp: &Response) -> String {
+    crate::header(&resp.headers, "content-type")
+        .map(rewrite::media_type)
+        .unwrap_or_default()
+}

@@ -1,0 +1,150 @@
+//! The plugin SDK: guest bindings for `wit/plugin.wit` and the [`Plugin`] trait.
+//!
+//! A plugin implements [`Plugin`], overriding only the hooks its framework needs, and exports it
+//! with [`export_plugin!`]. Every hook has a default that is Portico's generic behaviour; the
+//! defaults are also available as functions in [`defaults`] so an override can build on them.
+//!
+//! ```ignore
+//! use portico_plugin_sdk::{Plugin, PluginInfo, export_plugin};
+//!
+//! struct MyFramework;
+//!
+//! impl Plugin for MyFramework {
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("myframework", env!("CARGO_PKG_VERSION"))
+//!             .service_types(&["myframework"])
+//!             .default_port(9000)
+//!     }
+//! }
+//!
+//! export_plugin!(MyFramework);
+//! ```
+
+pub mod defaults;
+mod info;
+
+pub use portico_rewrite as rewrite;
+
+/// Bindings generated from the contract. Only this crate runs `generate!`.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "portico_plugin_sdk::bindings",
+    });
+}
+
+pub use bindings::portico::plugin::types::{
+    Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response, ResponsePlan, Service,
+    Subprotocols, UpstreamRequest, UpstreamWebsocket,
+};
+
+/// A framework plugin. Each hook runs in the phase its name says; see `wit/plugin.wit` for when
+/// each one is called and what the host does with its answer.
+pub trait Plugin {
+    /// True when the app expects the `/proxy/{id}` prefix on upstream paths. Used by the
+    /// default hooks and reported in [`PluginInfo::keep_prefix`].
+    const KEEP_PREFIX: bool = false;
+
+    /// Describes the plugin; runs once, at load.
+    fn info() -> PluginInfo;
+
+    /// The upstream path, query and header edits of an HTTP request.
+    /// Default: [`defaults::on_request`].
+    fn on_request(req: Request) -> UpstreamRequest {
+        defaults::on_request(&req, Self::KEEP_PREFIX)
+    }
+
+    /// The upstream path, subprotocols and header edits of a WebSocket handshake.
+    /// Default: [`defaults::on_websocket`] (subprotocols passed through).
+    fn on_websocket(req: Request, protocols: Vec<String>) -> UpstreamWebsocket {
+        let _ = protocols;
+        defaults::on_websocket(&req, Self::KEEP_PREFIX)
+    }
+
+    /// How sure the plugin is that an un-prefixed path is its framework's; 0 means not mine.
+    /// Default: 0.
+    fn claim(req: OrphanRequest) -> u32 {
+        let _ = req;
+        0
+    }
+
+    /// Header edits for a response and whether to rewrite its body.
+    /// Default: [`defaults::on_response`].
+    fn on_response(resp: Response) -> ResponsePlan {
+        defaults::on_response(&resp)
+    }
+
+    /// The rewritten body, or `None` to leave it unchanged. Default: `None`.
+    fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
+        let _ = (resp, body);
+        None
+    }
+}
+
+impl<T: Plugin> bindings::Guest for T {
+    fn info() -> PluginInfo {
+        let mut info = T::info();
+        info.keep_prefix = T::KEEP_PREFIX;
+        info
+    }
+
+    fn on_request(req: Request) -> UpstreamRequest {
+        T::on_request(req)
+    }
+
+    fn on_websocket(req: Request, protocols: Vec<String>) -> UpstreamWebsocket {
+        T::on_websocket(req, protocols)
+    }
+
+    fn claim(req: OrphanRequest) -> u32 {
+        T::claim(req)
+    }
+
+    fn on_response(resp: Response) -> ResponsePlan {
+        T::on_response(resp)
+    }
+
+    fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
+        T::rewrite_body(resp, body)
+    }
+}
+
+/// Exports a type implementing [`Plugin`] as the component's plugin.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ident) => {
+        $crate::bindings::__export_plugin_world!($plugin with_types_in $crate::bindings);
+    };
+}
+
+/// The value of the first header called `name` (lower case), if the host passed it.
+pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|header| header.name == name)
+        .map(|header| header.value.as_str())
+}
+
+impl Header {
+    /// A header; `name` should be lower case.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl HeaderEdits {
+    /// No changes.
+    pub fn none() -> Self {
+        Self {
+            set: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
