@@ -2,3 +2,4 @@
 //! `/proxy/{id}/`, with per-framework behaviour supplied by sandboxed WebAssembly plugins.
 
 pub mod plugin;
+pub mod server;

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `portico` command: `serve` (the default) runs the proxy; `plugin` inspects plugins.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portico::plugin::{self, IsolationPolicy, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
+
+/// A framework-aware reverse proxy with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: portico::server::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve(portico::server::ServeArgs),
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Validate a plugin against the contract, instantiate it in the sandbox, print its info.
+    Check {
+        /// The component to check.
+        file: PathBuf,
+    },
+    /// List the bundled plugins and those in the plugins directory.
+    List {
+        /// The plugins directory.
+        #[arg(long, default_value = "./plugins.d")]
+        plugins_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    portico::server::init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => portico::server::serve(cli.serve).await.map_err(anyhow::Error::from),
+            Some(Command::Serve(args)) => portico::server::serve(args).await.map_err(anyhow::Error::from),
+            Some(Command::Plugin(PluginCommand::Check { file })) => check(&file).await,
+            Some(Command::Plugin(PluginCommand::List { plugins_dir })) => list(plugins_dir).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(file: &PathBuf) -> anyhow::Result<()> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let info = plugin::check(&runtime, &wasm)
+        .await
+        .with_context(|| format!("checking {}", file.display()))?;
+    println!("{} is a valid Portico plugin", file.display());
+    println!("  name:          {}", info.name);
+    println!("  version:       {}", info.version);
+    println!("  service types: {}", info.service_types.join(", "));
+    if let Some(port) = info.default_port {
+        println!("  default port:  {port}");
+    }
+    if let Some(health) = &info.health_path {
+        println!("  health path:   {health}");
+    }
+    println!("  prefix:        {}", if info.keep_prefix { "kept" } else { "stripped" });
+    if !info.detect.is_empty() {
+        println!("  detects:       {}", info.detect.join(", "));
+    }
+    if !info.rewrite_content_types.is_empty() {
+        println!(
+            "  rewrites:      {} (up to {} bytes)",
+            info.rewrite_content_types.join(", "),
+            info.max_rewrite_bytes
+        );
+    }
+    Ok(())
+}
+
+async fn list(plugins_dir: PathBuf) -> anyhow::Result<()> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let registry: Arc<PluginRegistry> =
+        PluginRegistry::load(runtime, Some(plugins_dir), IsolationPolicy::default()).await?;
+    println!("{:<12} {:<10} {:<24} SOURCE", "NAME", "VERSION", "SERVICE TYPES");
+    for plugin in registry.plugins() {
+        let source = match plugin.source() {
+            PluginSource::Bundled => "bundled".to_owned(),
+            PluginSource::File(path) => path.display().to_string(),
+        };
+        let info = plugin.info();
+        println!(
+            "{:<12} {:<10} {:<24} {source}",
+            info.name,
+            info.version,
+            info.service_types.join(",")
+        );
+    }
+    Ok(())
+}
