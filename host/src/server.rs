@@ -1,31 +1,476 @@
-//! The axum server: routes, listeners and graceful shutdown.
+//! The axum server: routes, listeners, configuration reloads and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{any, get};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::{Metrics, UNROUTED};
+use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
+use crate::proxy::{self, Proxy, ProxyError, Target, assets, escape_html, headers};
+use crate::registry::{ServiceTable, Source, r#static};
 
 /// Options of `portico serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// The configuration file (TOML). Without it, the embedded default is used.
+    /// The configuration file (TOML), watched for changes. Without it, the embedded default
+    /// is used: 127.0.0.1:8080, bundled plugins, no services.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// The address to listen on, overriding `listen` in the configuration.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The plugins directory, overriding `plugins.dir` in the configuration.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
 }
 
-/// Why the server stopped.
+/// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("not implemented yet")]
-    NotReady,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot load the plugins: {0}")]
+    Plugins(#[from] PluginError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch the configuration file {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// Runs the proxy until interrupted.
+/// What the routes share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    proxy: Arc<Proxy>,
+}
+
+impl AppState {
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self { proxy }
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+}
+
+/// The router: `/healthz`, `/metrics`, `/proxy` (listing), `/proxy/{id}` (redirect to the
+/// slash), `/proxy/{id}/...` (forwarded, HTTP or WebSocket), and everything else routed to a
+/// service by Referer, affinity cookie or plugin claim.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/proxy", get(list))
+        .route("/proxy/", get(list))
+        .route("/proxy/{id}", any(without_slash))
+        .route("/proxy/{id}/", any(prefixed))
+        .route("/proxy/{id}/{*path}", any(prefixed))
+        .fallback(orphan)
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    let mut response = "ok\n".into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .proxy
+        .metrics()
+        .render(&state.proxy.plugins().plugins());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn list(State(state): State<AppState>, request: Request) -> Response {
+    let services = state.proxy.services().list();
+    let plugins = state.proxy.plugins();
+    let rows: Vec<serde_json::Value> = services
+        .iter()
+        .map(|service| {
+            serde_json::json!({
+                "id": service.id,
+                "type": service.service_type,
+                "plugin": plugins.for_type(&service.service_type).name(),
+                "upstream": service.primary_upstream(),
+                "upstreams": service.upstreams.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
+                "source": service.source,
+                "status": service.health.get(),
+                "fail_closed": service.fail_closed,
+                "url": format!("/proxy/{}/", service.id),
+            })
+        })
+        .collect();
+    if !headers::wants_html(request.headers()) {
+        return axum::Json(serde_json::json!({ "services": rows })).into_response();
+    }
+    let mut html = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Portico services</title>\n<style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}</style></head>\n<body><h1>Services</h1>\n",
+    );
+    if rows.is_empty() {
+        html.push_str("<p>No services are configured.</p>\n");
+    } else {
+        html.push_str("<table><tr><th>Service</th><th>Type</th><th>Plugin</th><th>Upstream</th><th>Source</th><th>Status</th></tr>\n");
+        for service in &services {
+            let id = escape_html(&service.id);
+            html.push_str(&format!(
+                "<tr><td><a href=\"/proxy/{id}/\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape_html(&service.service_type),
+                escape_html(plugins.for_type(&service.service_type).name()),
+                escape_html(&service.primary_upstream()),
+                service.source.as_str(),
+                match service.health.get() {
+                    crate::registry::Status::Unknown => "unknown",
+                    crate::registry::Status::Up => "up",
+                    crate::registry::Status::Down => "down",
+                },
+            ));
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("</body></html>\n");
+    let mut response = html.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// The client's address, when the server was started with connect info.
+fn peer(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Splits `/proxy/{id}{rest}` as the client sent it (percent-encoding kept).
+fn split_prefixed(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/proxy/")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    Some((&rest[..end], &rest[end..]))
+}
+
+fn unknown(state: &AppState, id: &str, html: bool, started: Instant) -> Response {
+    let err = ProxyError::UnknownService {
+        id: id.to_owned(),
+        known: state.proxy.services().ids(),
+    };
+    let response = err.render(html);
+    state
+        .proxy
+        .metrics()
+        .service(UNROUTED)
+        .response(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn without_slash(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let Some((id, _)) = split_prefixed(request.uri().path()) else {
+        return unknown(&state, "", headers::wants_html(request.headers()), started);
+    };
+    let Some(service) = state.proxy.services().get(id) else {
+        return unknown(&state, id, headers::wants_html(request.headers()), started);
+    };
+    if proxy::websocket::is_upgrade(&request) {
+        // A WebSocket client cannot follow a redirect: serve the root directly.
+        let target = Target {
+            service,
+            path: "/".to_owned(),
+            query: request.uri().query().map(str::to_owned),
+        };
+        let peer = peer(&request);
+        return state.proxy.handle(target, request, peer).await;
+    }
+    let location = match request.uri().query() {
+        Some(query) => format!("/proxy/{id}/?{query}"),
+        None => format!("/proxy/{id}/"),
+    };
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    state
+        .proxy
+        .metrics()
+        .service(id)
+        .response(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn prefixed(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let html = headers::wants_html(request.headers());
+    let Some((id, rest)) = split_prefixed(request.uri().path()) else {
+        return unknown(&state, "", html, started);
+    };
+    let Some(service) = state.proxy.services().get(id) else {
+        return unknown(&state, id, html, started);
+    };
+    let target = Target {
+        service,
+        path: rest.to_owned(),
+        query: request.uri().query().map(str::to_owned),
+    };
+    let peer = peer(&request);
+    state.proxy.handle(target, request, peer).await
+}
+
+async fn orphan(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let html = headers::wants_html(request.headers());
+    let path = request.uri().path().to_owned();
+    if let Some((id, _)) = split_prefixed(&path) {
+        return unknown(&state, id, html, started);
+    }
+    let query = request.uri().query().map(str::to_owned);
+    let routed = assets::route(
+        request.method().as_str(),
+        &path,
+        query.as_deref(),
+        request.headers(),
+        state.proxy.services(),
+        state.proxy.plugins(),
+    )
+    .await;
+    match routed {
+        Ok((service, via)) => {
+            tracing::debug!(%path, service = %service.id, ?via, "un-prefixed request routed");
+            let peer = peer(&request);
+            state
+                .proxy
+                .handle(
+                    Target {
+                        service,
+                        path,
+                        query,
+                    },
+                    request,
+                    peer,
+                )
+                .await
+        }
+        Err(why) => {
+            let response = ProxyError::NoRoute(why).render(html);
+            state
+                .proxy
+                .metrics()
+                .service(UNROUTED)
+                .response(response.status().as_u16(), started.elapsed());
+            response
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its state (service table, plugins, metrics).
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _config_watch: Option<r#static::ConfigWatch>,
+    _plugin_watch: Option<DirWatch>,
+}
+
+impl Running {
+    /// Stops accepting connections and waits (boundedly) for requests in flight.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(10), &mut self.task).await {
+            Ok(Ok(result)) => result.map_err(ServeError::Io),
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                tracing::warn!("requests still in flight after 10 s; stopping anyway");
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Loads the plugins, builds the service table, binds `config.listen` and serves in the
+/// background. With `config_path`, the file is watched and valid edits are applied live.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, ServeError> {
+    let runtime = Runtime::new(config.plugins.runtime())?;
+    let plugins = PluginRegistry::load(
+        runtime,
+        Some(config.plugins.dir.clone()),
+        config.plugins.isolation_policy(),
+    )
+    .await?;
+    let plugin_watch = match plugins.watch() {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            tracing::warn!(dir = %config.plugins.dir.display(), %err, "cannot watch the plugins directory; plugins load only at start");
+            None
+        }
+    };
+    let services = ServiceTable::new();
+    services.replace_source(Source::Static, r#static::services(&config));
+    let metrics = Arc::new(Metrics::default());
+    let proxy = Arc::new(Proxy::new(
+        &config,
+        Arc::clone(&services),
+        plugins,
+        Arc::clone(&metrics),
+    )?);
+    let config_watch = match &config_path {
+        Some(path) => Some(watch_config(path.clone(), &config, &proxy)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(proxy);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, services = services.list().len(), "Portico listening");
+    Ok(Running {
+        addr,
+        state,
+        shutdown: Some(shutdown),
+        task,
+        _config_watch: config_watch,
+        _plugin_watch: plugin_watch,
+    })
+}
+
+fn watch_config(
+    path: PathBuf,
+    initial: &Config,
+    proxy: &Arc<Proxy>,
+) -> Result<r#static::ConfigWatch, ServeError> {
+    let applied = Arc::downgrade(proxy);
+    let refused = Arc::downgrade(proxy);
+    let listen = initial.listen;
+    let plugins = initial.plugins.clone();
+    r#static::watch(
+        path.clone(),
+        move |config| {
+            let Some(proxy) = applied.upgrade() else { return };
+            if config.listen != listen {
+                tracing::warn!(listen = %config.listen, "a new listen address takes effect at the next start");
+            }
+            if config.plugins != plugins {
+                tracing::warn!("changed [plugins] settings take effect at the next start");
+            }
+            proxy
+                .services()
+                .replace_source(Source::Static, r#static::services(&config));
+            proxy.reconfigure(&config);
+            proxy.metrics().config_reloaded();
+        },
+        move || {
+            if let Some(proxy) = refused.upgrade() {
+                proxy.metrics().config_rejected();
+            }
+        },
+    )
+    .map_err(|source| ServeError::Watch { path, source })
+}
+
+/// Runs the proxy until interrupted (Ctrl-C or SIGTERM).
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let _ = args;
-    Err(ServeError::NotReady)
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.plugins_dir {
+        config.plugins.dir = dir;
+    }
+    let running = start(config, args.config.clone()).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_prefixed;
+
+    #[test]
+    fn prefixed_paths_split() {
+        assert_eq!(split_prefixed("/proxy/a/b/c"), Some(("a", "/b/c")));
+        assert_eq!(split_prefixed("/proxy/a/"), Some(("a", "/")));
+        assert_eq!(split_prefixed("/proxy/a"), Some(("a", "")));
+        assert_eq!(split_prefixed("/other"), None);
+    }
 }

@@ -1,0 +1,405 @@
+//! Counters of the proxy's traffic and the plugins' calls, rendered in Prometheus' text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::plugin::Plugin;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The label used for requests that matched no service.
+pub const UNROUTED: &str = "_unrouted";
+
+/// Kinds of upstream failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    Refused,
+    Reset,
+    Timeout,
+}
+
+impl UpstreamFailure {
+    const ALL: [Self; 3] = [Self::Refused, Self::Reset, Self::Timeout];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Everything counted for one service.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    /// Responses by status code (index = code).
+    statuses: Box<[AtomicU64]>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_micros: AtomicU64,
+    upstream_errors: [AtomicU64; 3],
+    retries: AtomicU64,
+    websockets_open: AtomicI64,
+    websockets_total: AtomicU64,
+}
+
+impl Default for ServiceMetrics {
+    fn default() -> Self {
+        Self {
+            statuses: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_micros: AtomicU64::new(0),
+            upstream_errors: Default::default(),
+            retries: AtomicU64::new(0),
+            websockets_open: AtomicI64::new(0),
+            websockets_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServiceMetrics {
+    /// Counts a response and the time to its headers.
+    pub fn response(&self, status: u16, elapsed: Duration) {
+        if let Some(counter) = self.statuses.get(usize::from(status)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamFailure) {
+        let index = UpstreamFailure::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        self.upstream_errors[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a WebSocket as open until the guard is dropped.
+    pub fn websocket(self: &Arc<Self>) -> WebsocketGuard {
+        self.websockets_open.fetch_add(1, Ordering::Relaxed);
+        self.websockets_total.fetch_add(1, Ordering::Relaxed);
+        WebsocketGuard(Arc::clone(self))
+    }
+}
+
+/// Decrements the open WebSocket gauge when dropped.
+#[derive(Debug)]
+pub struct WebsocketGuard(Arc<ServiceMetrics>);
+
+impl Drop for WebsocketGuard {
+    fn drop(&mut self) {
+        self.0.websockets_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All the proxy's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    services: RwLock<BTreeMap<String, Arc<ServiceMetrics>>>,
+    config_reloads: AtomicU64,
+    config_rejections: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters of service `id`, created on first use.
+    pub fn service(&self, id: &str) -> Arc<ServiceMetrics> {
+        if let Some(found) = self.read().get(id) {
+            return Arc::clone(found);
+        }
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(services.entry(id.to_owned()).or_default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ServiceMetrics>>> {
+        self.services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn config_reloaded(&self) {
+        self.config_reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn config_rejected(&self) {
+        self.config_rejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Configuration edits applied so far.
+    pub fn config_reloads(&self) -> u64 {
+        self.config_reloads.load(Ordering::Relaxed)
+    }
+
+    /// Configuration edits refused so far.
+    pub fn config_rejections(&self) -> u64 {
+        self.config_rejections.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, plugins: &[Arc<Plugin>]) -> String {
+        let mut out = String::with_capacity(4096);
+        let services = self.read();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "portico_requests_total",
+            "counter",
+            "Responses sent, by service and status.",
+        );
+        for (id, m) in services.iter() {
+            for (code, counter) in m.statuses.iter().enumerate() {
+                let count = load(counter);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "portico_requests_total{{service=\"{id}\",status=\"{code}\"}} {count}"
+                    );
+                }
+            }
+        }
+
+        header(
+            &mut out,
+            "portico_request_duration_seconds",
+            "histogram",
+            "Time to the response headers.",
+        );
+        for (id, m) in services.iter() {
+            let mut cumulative = 0;
+            for (bound, bucket) in BUCKETS.iter().zip(&m.buckets) {
+                cumulative += load(bucket);
+                let _ = writeln!(
+                    out,
+                    "portico_request_duration_seconds_bucket{{service=\"{id}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = load(&m.latency_count);
+            let sum = load(&m.latency_micros) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_bucket{{service=\"{id}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_sum{{service=\"{id}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_count{{service=\"{id}\"}} {count}"
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_upstream_errors_total",
+            "counter",
+            "Failed upstream attempts, by kind.",
+        );
+        for (id, m) in services.iter() {
+            for (kind, counter) in UpstreamFailure::ALL.iter().zip(&m.upstream_errors) {
+                let _ = writeln!(
+                    out,
+                    "portico_upstream_errors_total{{service=\"{id}\",kind=\"{}\"}} {}",
+                    kind.label(),
+                    load(counter)
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "portico_upstream_retries_total",
+            "counter",
+            "Upstream attempts retried after a connection failure.",
+        );
+        for (id, m) in services.iter() {
+            let _ = writeln!(
+                out,
+                "portico_upstream_retries_total{{service=\"{id}\"}} {}",
+                load(&m.retries)
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_websockets_open",
+            "gauge",
+            "WebSockets being relayed.",
+        );
+        for (id, m) in services.iter() {
+            let _ = writeln!(
+                out,
+                "portico_websockets_open{{service=\"{id}\"}} {}",
+                m.websockets_open.load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "portico_websockets_total",
+            "counter",
+            "WebSockets relayed.",
+        );
+        for (id, m) in services.iter() {
+            let _ = writeln!(
+                out,
+                "portico_websockets_total{{service=\"{id}\"}} {}",
+                load(&m.websockets_total)
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_plugin_calls_total",
+            "counter",
+            "Plugin hook calls.",
+        );
+        for plugin in plugins {
+            let _ = writeln!(
+                out,
+                "portico_plugin_calls_total{{plugin=\"{}\"}} {}",
+                plugin.name(),
+                load(&plugin.stats().calls)
+            );
+        }
+        header(
+            &mut out,
+            "portico_plugin_failures_total",
+            "counter",
+            "Plugin hook calls that failed.",
+        );
+        for plugin in plugins {
+            let _ = writeln!(
+                out,
+                "portico_plugin_failures_total{{plugin=\"{}\"}} {}",
+                plugin.name(),
+                load(&plugin.stats().failures)
+            );
+        }
+        header(
+            &mut out,
+            "portico_plugin_call_seconds_total",
+            "counter",
+            "Time spent in plugin hook calls.",
+        );
+        for plugin in plugins {
+            let seconds = load(&plugin.stats().nanos) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "portico_plugin_call_seconds_total{{plugin=\"{}\"}} {seconds}",
+                plugin.name()
+            );
+        }
+        header(
+            &mut out,
+            "portico_plugin_instantiations_total",
+            "counter",
+            "Plugin instances created.",
+        );
+        for plugin in plugins {
+            let _ = writeln!(
+                out,
+                "portico_plugin_instantiations_total{{plugin=\"{}\"}} {}",
+                plugin.name(),
+                load(&plugin.stats().instantiations)
+            );
+        }
+        header(
+            &mut out,
+            "portico_plugin_disabled",
+            "gauge",
+            "1 when a plugin is disabled after repeated failures.",
+        );
+        for plugin in plugins {
+            let _ = writeln!(
+                out,
+                "portico_plugin_disabled{{plugin=\"{}\"}} {}",
+                plugin.name(),
+                u8::from(plugin.is_disabled())
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_config_reloads_total",
+            "counter",
+            "Configuration edits, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_config_reloads_total{{result=\"applied\"}} {}",
+            self.config_reloads()
+        );
+        let _ = writeln!(
+            out,
+            "portico_config_reloads_total{{result=\"rejected\"}} {}",
+            self.config_rejections()
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let metrics = Metrics::default();
+        let svc = metrics.service("a");
+        svc.response(200, Duration::from_millis(3));
+        svc.response(502, Duration::from_secs(60));
+        svc.upstream_error(UpstreamFailure::Refused);
+        let guard = svc.websocket();
+        let text = metrics.render(&[]);
+        assert!(
+            text.contains("portico_requests_total{service=\"a\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portico_requests_total{service=\"a\",status=\"502\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("kind=\"refused\"} 1"), "{text}");
+        assert!(
+            text.contains("portico_websockets_open{service=\"a\"} 1"),
+            "{text}"
+        );
+        drop(guard);
+        assert!(
+            metrics
+                .render(&[])
+                .contains("portico_websockets_open{service=\"a\"} 0")
+        );
+    }
+}

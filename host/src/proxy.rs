@@ -1,0 +1,332 @@
+//! Forwarding: a request for a service is shaped by the service's plugin and sent to one of its
+//! upstreams, over HTTP ([`http`]) or as a relayed WebSocket ([`websocket`]).
+
+pub mod assets;
+mod body;
+pub mod headers;
+mod http;
+mod retry;
+pub mod websocket;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::config::{Config, ProxyConfig, Retry, Timeouts};
+use crate::metrics::Metrics;
+use crate::plugin::{self, Plugin, PluginError, PluginRegistry};
+use crate::registry::{Service, ServiceTable};
+
+use headers::ClientView;
+
+/// Why a request could not be forwarded. Each variant maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no service with id {id:?}; known services: {}", known_list(.known))]
+    UnknownService { id: String, known: Vec<String> },
+    #[error("{0}")]
+    NoRoute(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("service {service:?}: no upstream accepted the connection ({detail})")]
+    Refused { service: String, detail: String },
+    #[error("service {service:?}: the upstream closed the connection before answering ({detail})")]
+    Reset { service: String, detail: String },
+    #[error("service {service:?}: the upstream did not answer in time ({detail})")]
+    Timeout { service: String, detail: String },
+    #[error("service {service:?}: the plugin failed and the service is fail-closed: {error}")]
+    Plugin { service: String, error: PluginError },
+    #[error("the proxy could not start its HTTP client: {0}")]
+    Client(String),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    }
+}
+
+impl ProxyError {
+    /// The status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownService { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Refused { .. } | Self::Reset { .. } | Self::Plugin { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Client(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error as a response: HTML for a browser, JSON otherwise.
+    pub fn render(&self, html: bool) -> Response {
+        error_response(self.status(), &self.to_string(), html)
+    }
+}
+
+/// A short error page or JSON document.
+pub fn error_response(status: StatusCode, message: &str, html: bool) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let (content_type, body) = if html {
+        let message = escape_html(message);
+        let code = status.as_u16();
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n<body><h1>{code} {reason}</h1>\n<p>{message}</p>\n<p><small>Portico</small></p></body></html>\n"
+            ),
+        )
+    } else {
+        let doc =
+            serde_json::json!({ "status": status.as_u16(), "error": reason, "message": message });
+        ("application/json", format!("{doc}\n"))
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Settings that a configuration reload changes in place.
+#[derive(Debug, Clone)]
+struct Live {
+    retry: Retry,
+    proxy: ProxyConfig,
+}
+
+/// The forwarding engine: the HTTP client, the service table, the plugins and the metrics.
+#[derive(Debug)]
+pub struct Proxy {
+    services: Arc<ServiceTable>,
+    plugins: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    timeouts: Timeouts,
+    live: ArcSwap<Live>,
+}
+
+/// Where a request goes: the service, the path below its prefix, and the prefix.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub service: Arc<Service>,
+    /// The path as the plugin sees it: below the prefix, or the whole path for un-prefixed
+    /// requests.
+    pub path: String,
+    pub query: Option<String>,
+}
+
+/// Per-request context: what every phase needs to know about the request.
+#[derive(Debug)]
+struct Context {
+    service: Arc<Service>,
+    plugin: Arc<Plugin>,
+    request: plugin::Request,
+    view: ClientView,
+    started: Instant,
+}
+
+impl Proxy {
+    /// Builds the engine; the HTTP client takes its timeouts from `config`.
+    pub fn new(
+        config: &Config,
+        services: Arc<ServiceTable>,
+        plugins: Arc<PluginRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ProxyError> {
+        let timeouts = config.timeouts.clone();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeouts.connect())
+            .read_timeout(timeouts.idle())
+            .pool_idle_timeout(timeouts.pool_idle())
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|err| ProxyError::Client(err.to_string()))?;
+        Ok(Self {
+            services,
+            plugins,
+            metrics,
+            client,
+            timeouts,
+            live: ArcSwap::from_pointee(Live {
+                retry: config.retry.clone(),
+                proxy: config.proxy.clone(),
+            }),
+        })
+    }
+
+    /// Applies the parts of a new configuration that change without a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        if config.timeouts != self.timeouts {
+            tracing::warn!("changed [timeouts] take effect at the next start");
+        }
+        self.live.store(Arc::new(Live {
+            retry: config.retry.clone(),
+            proxy: config.proxy.clone(),
+        }));
+    }
+
+    pub fn services(&self) -> &Arc<ServiceTable> {
+        &self.services
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Forwards a request (HTTP or WebSocket upgrade) to `target` and answers it. Errors are
+    /// rendered here, once, and every response is counted.
+    pub async fn handle(
+        self: &Arc<Self>,
+        target: Target,
+        request: axum::extract::Request,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response {
+        let started = Instant::now();
+        let live = self.live.load_full();
+        let html = headers::wants_html(request.headers());
+        let view = ClientView::of(
+            request.headers(),
+            request.uri().host(),
+            peer,
+            live.proxy.trust_forwarded_headers,
+        );
+        let plugin = self.plugins.for_type(&target.service.service_type);
+        let plugin_request = plugin::Request {
+            method: request.method().as_str().to_owned(),
+            path: target.path,
+            query: target.query,
+            prefix: format!("/proxy/{}", target.service.id),
+            public_host: view.host.clone(),
+            scheme: view.scheme.clone(),
+            headers: headers::for_plugin(request.headers(), |name| {
+                plugin.wants_request_header(name)
+            }),
+            service: plugin::Service {
+                id: target.service.id.clone(),
+                service_type: target.service.service_type.clone(),
+                labels: target.service.labels.clone().into_iter().collect(),
+                upstream: target.service.primary_upstream(),
+            },
+        };
+        let metrics = self.metrics.service(&target.service.id);
+        let ctx = Context {
+            service: target.service,
+            plugin,
+            request: plugin_request,
+            view,
+            started,
+        };
+        let result = if websocket::is_upgrade(&request) {
+            websocket::forward(self, &live, ctx, request).await
+        } else {
+            http::forward(self, &live, ctx, request).await
+        };
+        let response = result.unwrap_or_else(|err| {
+            tracing::debug!(error = %err, "request failed");
+            err.render(html)
+        });
+        metrics.response(response.status().as_u16(), started.elapsed());
+        response
+    }
+}
+
+/// Calls a plugin hook and, when it fails, uses the generic behaviour, unless the service is
+/// fail-closed.
+async fn with_fallback<T>(
+    ctx_service: &Service,
+    call: impl Future<Output = Result<T, PluginError>>,
+    fallback: impl FnOnce() -> T,
+) -> Result<T, ProxyError> {
+    match call.await {
+        Ok(answer) => Ok(answer),
+        Err(error) if ctx_service.fail_closed => Err(ProxyError::Plugin {
+            service: ctx_service.id.clone(),
+            error,
+        }),
+        Err(_) => Ok(fallback()),
+    }
+}
+
+/// The upstream URL for `path` and `query` below `base`.
+fn upstream_url(
+    base: &reqwest::Url,
+    path: &str,
+    query: Option<&str>,
+) -> Result<reqwest::Url, ProxyError> {
+    let mut text = base.as_str().trim_end_matches('/').to_owned();
+    text.push_str(path);
+    if let Some(query) = query {
+        text.push('?');
+        text.push_str(query);
+    }
+    reqwest::Url::parse(&text)
+        .map_err(|err| ProxyError::BadRequest(format!("cannot build the upstream URL: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_join_base_and_path() {
+        let base = reqwest::Url::parse("http://127.0.0.1:8501/base/").expect("url");
+        let url = upstream_url(&base, "/a%20b/c", Some("x=1&y")).expect("url");
+        assert_eq!(url.as_str(), "http://127.0.0.1:8501/base/a%20b/c?x=1&y");
+        let root = reqwest::Url::parse("http://h:1").expect("url");
+        assert_eq!(
+            upstream_url(&root, "/", None).expect("url").as_str(),
+            "http://h:1/"
+        );
+    }
+
+    #[test]
+    fn errors_render_for_browsers_and_programs() {
+        let err = ProxyError::Refused {
+            service: "a<b".to_owned(),
+            detail: "connection refused".to_owned(),
+        };
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        let html = err.render(true);
+        assert_eq!(
+            html.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let json = err.render(false);
+        assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(escape_html("a<b&\""), "a&lt;b&amp;&quot;");
+    }
+}

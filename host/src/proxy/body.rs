@@ -1,0 +1,287 @@
+//! Bodies: the client's request body handed to one upstream attempt at a time, and the
+//! buffered body rewrite a plugin may ask for.
+
+use std::io::Read as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use axum::body::{Body, BodyDataStream, HttpBody as _};
+use axum::http::{HeaderMap, HeaderValue, header};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _, stream};
+
+use super::{Context, ProxyError, with_fallback};
+use crate::plugin;
+
+/// The client's body, shared by the attempts of one request. The stream is taken by the first
+/// attempt that polls it; an attempt that failed before polling leaves it for the next one, so
+/// a body is never replayed, only sent once.
+#[derive(Debug)]
+pub(super) struct RequestBody {
+    shared: Arc<Shared>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    slot: Mutex<Option<BodyDataStream>>,
+    started: AtomicBool,
+    empty: bool,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl RequestBody {
+    pub fn new(body: Body) -> Self {
+        let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
+        let (done, done_rx) = tokio::sync::watch::channel(empty);
+        Self {
+            shared: Arc::new(Shared {
+                slot: Mutex::new((!empty).then(|| body.into_data_stream())),
+                started: AtomicBool::new(false),
+                empty,
+                done,
+            }),
+            done: done_rx,
+        }
+    }
+
+    /// The body for one attempt; `None` when there is none.
+    pub fn attempt(&self) -> Option<reqwest::Body> {
+        if self.shared.empty {
+            return None;
+        }
+        Some(reqwest::Body::wrap_stream(Attempt {
+            shared: Arc::clone(&self.shared),
+            inner: None,
+            taken: false,
+        }))
+    }
+
+    /// True when a new attempt would send the same body: it is empty or was never read.
+    pub fn replayable(&self) -> bool {
+        self.shared.empty || !self.shared.started.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the whole body has been handed to the upstream.
+    pub async fn sent(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+#[derive(Debug)]
+struct Attempt {
+    shared: Arc<Shared>,
+    inner: Option<BodyDataStream>,
+    taken: bool,
+}
+
+impl Stream for Attempt {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.inner.is_none() {
+            if this.taken {
+                return Poll::Ready(None);
+            }
+            this.taken = true;
+            this.shared.started.store(true, Ordering::Release);
+            let taken = this
+                .shared
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            match taken {
+                Some(inner) => this.inner = Some(inner),
+                None => {
+                    let err = std::io::Error::other(
+                        "the request body was consumed by an earlier attempt",
+                    );
+                    return Poll::Ready(Some(Err(axum::Error::new(err))));
+                }
+            }
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = Pin::new(inner).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            this.shared.done.send_replace(true);
+        }
+        next
+    }
+}
+
+/// Content encodings the rewrite can decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+fn encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let values: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|value| value.trim().to_ascii_lowercase())
+        .filter(|value| !value.is_empty() && value != "identity")
+        .collect();
+    match values.as_slice() {
+        [] => Some(Encoding::Identity),
+        [one] if one == "gzip" || one == "x-gzip" => Some(Encoding::Gzip),
+        [one] if one == "deflate" => Some(Encoding::Deflate),
+        _ => None,
+    }
+}
+
+/// Decodes `body`; `None` when it is invalid or decodes to more than `limit` bytes.
+fn decode(body: &[u8], encoding: Encoding, limit: usize) -> Option<Vec<u8>> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::new();
+    let read = match encoding {
+        Encoding::Identity => return (body.len() <= limit).then(|| body.to_vec()),
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut out),
+        // `deflate` is zlib-wrapped by the standard, raw by some servers.
+        Encoding::Deflate => flate2::read::ZlibDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut out)
+            .or_else(|_| {
+                out.clear();
+                flate2::read::DeflateDecoder::new(body)
+                    .take(cap)
+                    .read_to_end(&mut out)
+            }),
+    };
+    (read.is_ok() && out.len() <= limit).then_some(out)
+}
+
+/// Buffers the body (up to `limit`), has the plugin rewrite it, and fixes the headers. A body
+/// larger than the limit, or in an encoding that cannot be decoded, streams unchanged.
+pub(super) async fn rewrite(
+    upstream: reqwest::Response,
+    headers: &mut HeaderMap,
+    limit: usize,
+    ctx: &Context,
+    response: &plugin::Response,
+) -> Result<Body, ProxyError> {
+    let Some(encoding) = encoding(headers) else {
+        return Ok(Body::from_stream(upstream.bytes_stream()));
+    };
+    if upstream
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Ok(Body::from_stream(upstream.bytes_stream()));
+    }
+    let mut chunks = upstream.bytes_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| ProxyError::Reset {
+            service: ctx.service.id.clone(),
+            detail: super::retry::chain(&err),
+        })?;
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() > limit {
+            // Too large to rewrite: send what was read, then the rest, unchanged.
+            let head = stream::once(async move { Ok::<Bytes, reqwest::Error>(buffer.freeze()) });
+            return Ok(Body::from_stream(head.chain(chunks)));
+        }
+    }
+    let original = buffer.freeze();
+    let encoded = original.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode(&encoded, encoding, limit))
+        .await
+        .ok()
+        .flatten();
+    let Some(decoded) = decoded else {
+        set_length(headers, original.len());
+        return Ok(Body::from(original));
+    };
+    let rewritten = with_fallback(
+        &ctx.service,
+        ctx.plugin.rewrite_body(response, &decoded),
+        || None,
+    )
+    .await?;
+    match rewritten {
+        Some(body) => {
+            headers.remove(header::CONTENT_ENCODING);
+            headers.remove(header::ACCEPT_RANGES);
+            weaken_etag(headers);
+            set_length(headers, body.len());
+            Ok(Body::from(body))
+        }
+        None => {
+            set_length(headers, original.len());
+            Ok(Body::from(original))
+        }
+    }
+}
+
+fn set_length(headers: &mut HeaderMap, len: usize) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// A rewritten body is no longer byte-identical to what the upstream tagged.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if etag.starts_with("W/") {
+        return;
+    }
+    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn decodes_gzip_and_deflate_within_the_limit() {
+        let text = b"<html>hello</html>".repeat(10);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).expect("write");
+        let gz = gz.finish().expect("gzip");
+        assert_eq!(
+            decode(&gz, Encoding::Gzip, 1 << 20).as_deref(),
+            Some(&text[..])
+        );
+        assert_eq!(decode(&gz, Encoding::Gzip, 10), None, "over the limit");
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&text).expect("write");
+        let zlib = zlib.finish().expect("zlib");
+        assert_eq!(
+            decode(&zlib, Encoding::Deflate, 1 << 20).as_deref(),
+            Some(&text[..])
+        );
+        assert_eq!(decode(b"not gzip", Encoding::Gzip, 1 << 20), None);
+    }
+
+    #[test]
+    fn encodings_recognised() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(encoding(&headers), Some(Encoding::Identity));
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("GZIP"));
+        assert_eq!(encoding(&headers), Some(Encoding::Gzip));
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        assert_eq!(encoding(&headers), None);
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, br"),
+        );
+        assert_eq!(encoding(&headers), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! HTTP forwarding: the plugin's `on-request`, the upstream attempts with retries, then the
+//! plugin's `on-response` and body rewrite. Bodies stream both ways.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+
+use super::body::{self, RequestBody};
+use super::retry::{Backoff, Failure};
+use super::{Context, Live, Proxy, ProxyError, headers, upstream_url, with_fallback};
+use crate::metrics::UpstreamFailure;
+use crate::plugin::{self, fallback};
+use crate::registry::Status;
+
+pub(super) async fn forward(
+    proxy: &Proxy,
+    live: &Live,
+    ctx: Context,
+    request: axum::extract::Request,
+) -> Result<Response, ProxyError> {
+    let upstream = with_fallback(&ctx.service, ctx.plugin.on_request(&ctx.request), || {
+        fallback::on_request(&ctx.request)
+    })
+    .await?;
+    let (parts, body) = request.into_parts();
+    let method = parts.method;
+    let mut request_headers = parts.headers;
+    headers::upstream_request(
+        &mut request_headers,
+        &ctx.view,
+        live.proxy.rewrite_host,
+        &upstream.headers,
+    );
+    let body = RequestBody::new(body);
+    let metrics = proxy.metrics.service(&ctx.service.id);
+    let mut backoff = Backoff::new(&live.retry, ctx.started);
+    loop {
+        let mut last = None;
+        for base in &ctx.service.upstreams {
+            let url = upstream_url(base, &upstream.path, upstream.query.as_deref())?;
+            let mut attempt = reqwest::Request::new(method.clone(), url);
+            *attempt.headers_mut() = request_headers.clone();
+            *attempt.body_mut() = body.attempt();
+            match send(&proxy.client, attempt, &body, proxy.timeouts.first_byte()).await {
+                Ok(response) => {
+                    ctx.service.health.set(Status::Up);
+                    return respond(live, &ctx, &method, response).await;
+                }
+                Err(failure) => {
+                    metrics.upstream_error(failure.kind);
+                    if failure.kind == UpstreamFailure::Refused {
+                        ctx.service.health.set(Status::Down);
+                    }
+                    tracing::debug!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream attempt failed");
+                    if !failure.retriable(&method, body.replayable()) {
+                        tracing::warn!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream failed");
+                        return Err(failure.into_error(&ctx.service.id));
+                    }
+                    last = Some(failure);
+                }
+            }
+        }
+        let Some(failure) = last else {
+            return Err(ProxyError::Refused {
+                service: ctx.service.id.clone(),
+                detail: "the service has no upstream".to_owned(),
+            });
+        };
+        match backoff.pause() {
+            Some(pause) => {
+                metrics.retry();
+                tokio::time::sleep(pause).await;
+            }
+            None => {
+                tracing::warn!(service = %ctx.service.id, error = %failure.detail, "upstream unreachable; retry budget spent");
+                return Err(failure.into_error(&ctx.service.id));
+            }
+        }
+    }
+}
+
+/// Sends one attempt. The first-byte timeout runs from the end of the request body, so a long
+/// upload is not cut short.
+async fn send(
+    client: &reqwest::Client,
+    attempt: reqwest::Request,
+    body: &RequestBody,
+    first_byte: Duration,
+) -> Result<reqwest::Response, Failure> {
+    let response = client.execute(attempt);
+    tokio::pin!(response);
+    tokio::select! {
+        result = &mut response => return result.map_err(|err| Failure::of(&err)),
+        () = body.sent() => {}
+    }
+    match tokio::time::timeout(first_byte, response).await {
+        Ok(result) => result.map_err(|err| Failure::of(&err)),
+        Err(_) => Err(Failure::timeout(format!(
+            "no response headers within {first_byte:?}"
+        ))),
+    }
+}
+
+/// Turns the upstream response into the client's: hop-by-hop headers out, the plugin's edits
+/// and body rewrite applied, the affinity cookie set on HTML pages.
+async fn respond(
+    live: &Live,
+    ctx: &Context,
+    method: &Method,
+    mut upstream: reqwest::Response,
+) -> Result<Response, ProxyError> {
+    let status = upstream.status();
+    let mut response_headers = std::mem::take(upstream.headers_mut());
+    headers::strip_hop_by_hop(&mut response_headers);
+    let media = headers::media_type(&response_headers);
+    let plugin = &ctx.plugin;
+    let asks = plugin.rewrites(&media)
+        || response_headers
+            .keys()
+            .any(|name| plugin.wants_response_header(name.as_str()));
+    let mut rewrite = None;
+    if asks {
+        let seen = plugin::Response {
+            request: ctx.request.clone(),
+            status: status.as_u16(),
+            headers: headers::for_plugin(&response_headers, |name| {
+                name == "content-type" || plugin.wants_response_header(name)
+            }),
+        };
+        let plan = with_fallback(&ctx.service, plugin.on_response(&seen), || {
+            fallback::on_response(&seen)
+        })
+        .await?;
+        headers::apply_edits(&mut response_headers, &plan.headers);
+        if plan.rewrite_body
+            && plugin.rewrites(&media)
+            && media != "text/event-stream"
+            && has_body(method, status)
+        {
+            rewrite = Some(seen);
+        }
+    }
+    if media == "text/html" && status.as_u16() < 400 {
+        if let Ok(cookie) = HeaderValue::from_str(&headers::affinity_cookie(&ctx.service.id)) {
+            response_headers.append(header::SET_COOKIE, cookie);
+        }
+    }
+    let body = match rewrite {
+        Some(seen) => {
+            let wanted = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
+            let limit = live.proxy.max_rewrite_bytes.min(wanted);
+            body::rewrite(upstream, &mut response_headers, limit, ctx, &seen).await?
+        }
+        None => Body::from_stream(upstream.bytes_stream()),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    Ok(response)
+}
+
+fn has_body(method: &Method, status: StatusCode) -> bool {
+    *method != Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+        && status != StatusCode::PARTIAL_CONTENT
+}

@@ -1,0 +1,164 @@
+//! Upstream failures, which of them may be retried, and the backoff between rounds.
+
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+
+use super::ProxyError;
+use crate::config::Retry;
+use crate::metrics::UpstreamFailure;
+
+/// An attempt that got no response.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub kind: UpstreamFailure,
+    /// True when nothing reached the upstream (the connection was never made).
+    pub before_send: bool,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn refused(detail: impl Into<String>) -> Self {
+        Self {
+            kind: UpstreamFailure::Refused,
+            before_send: true,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn timeout(detail: impl Into<String>) -> Self {
+        Self {
+            kind: UpstreamFailure::Timeout,
+            before_send: false,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies an error of the HTTP client.
+    pub fn of(err: &reqwest::Error) -> Self {
+        let detail = chain(err);
+        if err.is_connect() {
+            Self::refused(detail)
+        } else if err.is_timeout() {
+            Self::timeout(detail)
+        } else {
+            Self {
+                kind: UpstreamFailure::Reset,
+                before_send: false,
+                detail,
+            }
+        }
+    }
+
+    /// True when the attempt may be made again: the upstream never saw the request, or it
+    /// was an idempotent request whose body was not consumed (or was empty).
+    pub fn retriable(&self, method: &Method, body_replayable: bool) -> bool {
+        match self.kind {
+            UpstreamFailure::Refused => self.before_send || body_replayable,
+            UpstreamFailure::Reset => body_replayable && is_idempotent(method),
+            UpstreamFailure::Timeout => false,
+        }
+    }
+
+    /// The error the client sees.
+    pub fn into_error(self, service: &str) -> ProxyError {
+        let service = service.to_owned();
+        let detail = self.detail;
+        match self.kind {
+            UpstreamFailure::Refused => ProxyError::Refused { service, detail },
+            UpstreamFailure::Reset => ProxyError::Reset { service, detail },
+            UpstreamFailure::Timeout => ProxyError::Timeout { service, detail },
+        }
+    }
+}
+
+/// The error and its sources on one line, the way the operator wants to read them.
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Exponential backoff with jitter, bounded by a total budget.
+#[derive(Debug)]
+pub(super) struct Backoff {
+    next: Duration,
+    max: Duration,
+    deadline: Instant,
+}
+
+impl Backoff {
+    pub fn new(retry: &Retry, started: Instant) -> Self {
+        Self {
+            next: Duration::from_millis(retry.initial_backoff_ms.max(1)),
+            max: Duration::from_millis(retry.max_backoff_ms.max(1)),
+            deadline: started + retry.budget(),
+        }
+    }
+
+    /// The pause before the next round, or `None` once the budget is spent.
+    pub fn pause(&mut self) -> Option<Duration> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        // Jitter in [0.5, 1.5) spreads clients that failed together.
+        let jittered = self.next.mul_f64(0.5 + fastrand::f64());
+        self.next = (self.next * 2).min(self.max);
+        Some(jittered.min(remaining))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stops_at_the_budget() {
+        let retry = Retry {
+            budget_ms: 60_000,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 400,
+        };
+        let mut backoff = Backoff::new(&retry, Instant::now());
+        let pauses: Vec<Duration> = (0..5).filter_map(|_| backoff.pause()).collect();
+        assert_eq!(pauses.len(), 5);
+        assert!(pauses[0] >= Duration::from_millis(50) && pauses[0] < Duration::from_millis(150));
+        assert!(pauses[4] >= Duration::from_millis(200) && pauses[4] < Duration::from_millis(600));
+        let spent = Retry {
+            budget_ms: 0,
+            ..retry
+        };
+        assert_eq!(Backoff::new(&spent, Instant::now()).pause(), None);
+    }
+
+    #[test]
+    fn only_safe_attempts_are_retried() {
+        let refused = Failure::refused("refused");
+        assert!(refused.retriable(&Method::POST, false));
+        let reset = Failure {
+            kind: UpstreamFailure::Reset,
+            before_send: false,
+            detail: String::new(),
+        };
+        assert!(reset.retriable(&Method::GET, true));
+        assert!(!reset.retriable(&Method::POST, true));
+        assert!(!reset.retriable(&Method::PUT, false));
+        assert!(!Failure::timeout("t").retriable(&Method::GET, true));
+    }
+}

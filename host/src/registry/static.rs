@@ -1,0 +1,107 @@
+//! Services declared in the configuration file, and the watch that reloads the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, parse_upstream};
+
+use super::{Service, Source};
+
+/// How long the file must be quiet before it is read, so an editor's save is read once whole.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// The services of a (validated) configuration.
+pub fn services(config: &Config) -> Vec<Service> {
+    config
+        .services
+        .iter()
+        .map(|service| Service {
+            id: service.id.clone(),
+            service_type: service.service_type.clone(),
+            // Validation already parsed every URL; a failure here cannot happen, and is skipped.
+            upstreams: service
+                .upstreams
+                .iter()
+                .filter_map(|u| parse_upstream(u).ok())
+                .collect(),
+            fail_closed: service.fail_closed,
+            labels: service.labels.clone(),
+            source: Source::Static,
+            health: Arc::default(),
+        })
+        .collect()
+}
+
+/// Keeps the configuration file watched while alive.
+#[derive(Debug)]
+pub struct ConfigWatch {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Watches `path` and calls `apply` with every valid new version of it. An invalid version is
+/// refused with an error log line, `rejected` is called, and the running configuration stays.
+///
+/// The directory is watched rather than the file, because editors save by replacing it.
+pub fn watch(
+    path: PathBuf,
+    apply: impl Fn(Config) + Send + Sync + 'static,
+    rejected: impl Fn() + Send + Sync + 'static,
+) -> Result<ConfigWatch, notify::Error> {
+    use notify::Watcher as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(ToOwned::to_owned);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        let mut last: Option<String> = std::fs::read_to_string(&path).ok();
+        while rx.recv().await.is_some() {
+            loop {
+                match tokio::time::timeout(SETTLE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            reload(&path, &mut last, &apply, &rejected);
+        }
+    });
+    Ok(ConfigWatch { _watcher: watcher })
+}
+
+fn reload(path: &Path, last: &mut Option<String>, apply: &impl Fn(Config), rejected: &impl Fn()) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::error!(path = %path.display(), %err, "configuration edit refused: cannot read the file; the running configuration stays");
+            rejected();
+            return;
+        }
+    };
+    if last.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    *last = Some(text.clone());
+    match Config::parse(&text, Some(path)) {
+        Ok(config) => {
+            tracing::info!(path = %path.display(), services = config.services.len(), "configuration reloaded");
+            apply(config);
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "configuration edit refused; the running configuration stays");
+            rejected();
+        }
+    }
+}
