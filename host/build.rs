@@ -22,8 +22,12 @@ fn main() {
     };
     let mut table = String::from("&[\n");
     for ((name, _), path) in BUNDLED.iter().zip(paths) {
-        writeln!(table, "    ({name:?}, include_bytes!({:?})),", path.display().to_string())
-            .expect("writing to a String");
+        writeln!(
+            table,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
     }
     table.push(']');
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest.parent().expect("tests/ lies in the workspace");
-    let paths = match portico_wasm_build::build_components(workspace, &["portico-fixture-hostile"]) {
+    let paths = match portico_wasm_build::build_components(workspace, &["portico-fixture-hostile"])
+    {
         Ok(paths) => paths,
         Err(err) => panic!("{err}"),
     };
-    println!("cargo:rustc-env=PORTICO_HOSTILE_WASM={}", paths[0].display());
+    println!(
+        "cargo:rustc-env=PORTICO_HOSTILE_WASM={}",
+        paths[0].display()
+    );
 }

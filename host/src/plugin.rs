@@ -234,7 +234,10 @@ impl Plugin {
 
     /// True when the plugin may rewrite bodies of `media_type` (lower case, no parameters).
     pub fn rewrites(&self, media_type: &str) -> bool {
-        self.info.rewrite_content_types.iter().any(|t| t == media_type)
+        self.info
+            .rewrite_content_types
+            .iter()
+            .any(|t| t == media_type)
     }
 
     hook!(
@@ -266,17 +269,19 @@ impl Plugin {
 
     fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
         // A panic while holding the lock cannot leave the Vec inconsistent.
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn checkout(&self) -> Result<Instance, PluginError> {
         if self.is_disabled() {
             return Err(PluginError::Disabled);
         }
-        if self.isolation == Isolation::Pooled {
-            if let Some(instance) = self.idle_instances().pop() {
-                return Ok(instance);
-            }
+        if self.isolation == Isolation::Pooled
+            && let Some(instance) = self.idle_instances().pop()
+        {
+            return Ok(instance);
         }
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         self.runtime.instantiate(&self.pre, &self.log).await

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico::plugin::{
-    Header, IsolationPolicy, Isolation, OrphanRequest, Plugin, PluginError, PluginRegistry, PluginSource,
-    Request, Response, Runtime, RuntimeConfig, Service, Subprotocols, guard::GuardError,
+    Header, Isolation, IsolationPolicy, OrphanRequest, Plugin, PluginError, PluginRegistry,
+    PluginSource, Request, Response, Runtime, RuntimeConfig, Service, Subprotocols,
+    guard::GuardError,
 };
 
 const HOSTILE: &str = env!("PORTICO_HOSTILE_WASM");
@@ -20,7 +21,11 @@ fn config(cache: &Path) -> RuntimeConfig {
     }
 }
 
-async fn registry_with(dir: Option<&Path>, runtime: RuntimeConfig, policy: IsolationPolicy) -> Arc<PluginRegistry> {
+async fn registry_with(
+    dir: Option<&Path>,
+    runtime: RuntimeConfig,
+    policy: IsolationPolicy,
+) -> Arc<PluginRegistry> {
     let runtime = Runtime::new(runtime).expect("runtime starts");
     PluginRegistry::load(runtime, dir.map(Path::to_owned), policy)
         .await
@@ -34,7 +39,9 @@ async fn bundled_only() -> (tempfile::TempDir, Arc<PluginRegistry>) {
 }
 
 /// A directory holding the hostile fixture, and a registry over it.
-async fn with_hostile(runtime: RuntimeConfig) -> (tempfile::TempDir, Arc<PluginRegistry>, Arc<Plugin>) {
+async fn with_hostile(
+    runtime: RuntimeConfig,
+) -> (tempfile::TempDir, Arc<PluginRegistry>, Arc<Plugin>) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::copy(HOSTILE, dir.path().join("hostile.wasm")).expect("copy fixture");
     let registry = registry_with(Some(dir.path()), runtime, IsolationPolicy::default()).await;
@@ -64,28 +71,53 @@ fn response(service_type: &str, path: &str, headers: &[(&str, &str)]) -> Respons
     Response {
         request: request(service_type, path),
         status: 200,
-        headers: headers.iter().map(|(name, value)| Header::new(*name, *value)).collect(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| Header::new(*name, *value))
+            .collect(),
     }
 }
 
 fn header<'a>(headers: &'a [Header], name: &str) -> Vec<&'a str> {
-    headers.iter().filter(|h| h.name == name).map(|h| h.value.as_str()).collect()
+    headers
+        .iter()
+        .filter(|h| h.name == name)
+        .map(|h| h.value.as_str())
+        .collect()
 }
 
 #[tokio::test]
 async fn the_five_bundled_plugins_load_and_describe_themselves() {
     let (_cache, registry) = bundled_only().await;
-    let names: Vec<String> = registry.plugins().iter().map(|p| p.name().to_owned()).collect();
+    let names: Vec<String> = registry
+        .plugins()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
     assert_eq!(names, ["dash", "fastapi", "flask", "generic", "streamlit"]);
     let streamlit = registry.for_type("streamlit");
     assert_eq!(streamlit.info().default_port, Some(8501));
-    assert_eq!(streamlit.info().health_path.as_deref(), Some("/_stcore/health"));
-    assert!(streamlit.info().detect.iter().any(|hint| hint == "streamlit"));
+    assert_eq!(
+        streamlit.info().health_path.as_deref(),
+        Some("/_stcore/health")
+    );
+    assert!(
+        streamlit
+            .info()
+            .detect
+            .iter()
+            .any(|hint| hint == "streamlit")
+    );
     assert_eq!(registry.for_type("fastapi").info().default_port, Some(8000));
     assert_eq!(registry.for_type("flask").info().default_port, Some(5000));
     assert_eq!(registry.for_type("dash").info().default_port, Some(8050));
     assert_eq!(registry.for_type("no-such-framework").name(), "generic");
-    assert!(registry.plugins().iter().all(|p| *p.source() == PluginSource::Bundled));
+    assert!(
+        registry
+            .plugins()
+            .iter()
+            .all(|p| *p.source() == PluginSource::Bundled)
+    );
 }
 
 #[tokio::test]
@@ -94,10 +126,18 @@ async fn requests_have_the_prefix_stripped_and_announced() {
     for service_type in ["generic", "streamlit", "fastapi", "flask", "dash"] {
         let mut req = request(service_type, "/items/7");
         req.query = Some("q=1".to_owned());
-        let plan = registry.for_type(service_type).on_request(&req).await.expect("on-request");
+        let plan = registry
+            .for_type(service_type)
+            .on_request(&req)
+            .await
+            .expect("on-request");
         assert_eq!(plan.path, "/items/7", "{service_type}");
         assert_eq!(plan.query.as_deref(), Some("q=1"), "{service_type}");
-        assert_eq!(header(&plan.headers.set, "x-forwarded-prefix"), ["/proxy/app"], "{service_type}");
+        assert_eq!(
+            header(&plan.headers.set, "x-forwarded-prefix"),
+            ["/proxy/app"],
+            "{service_type}"
+        );
     }
 }
 
@@ -105,7 +145,11 @@ async fn requests_have_the_prefix_stripped_and_announced() {
 async fn streamlit_keeps_the_subprotocol_list_and_claims_its_assets() {
     let (_cache, registry) = bundled_only().await;
     let streamlit = registry.for_type("streamlit");
-    let offered = vec!["streamlit".to_owned(), "xsrf-token".to_owned(), "session-1".to_owned()];
+    let offered = vec![
+        "streamlit".to_owned(),
+        "xsrf-token".to_owned(),
+        "session-1".to_owned(),
+    ];
     let plan = streamlit
         .on_websocket(&request("streamlit", "/_stcore/stream"), &offered)
         .await
@@ -117,12 +161,40 @@ async fn streamlit_keeps_the_subprotocol_list_and_claims_its_assets() {
         path: path.to_owned(),
         query: None,
     };
-    assert_eq!(streamlit.claim(&claim("/_stcore/host-config")).await.expect("claim"), 100);
-    assert!(streamlit.claim(&claim("/static/js/main.js")).await.expect("claim") > 0);
-    assert_eq!(streamlit.claim(&claim("/_dash-layout")).await.expect("claim"), 0);
+    assert_eq!(
+        streamlit
+            .claim(&claim("/_stcore/host-config"))
+            .await
+            .expect("claim"),
+        100
+    );
+    assert!(
+        streamlit
+            .claim(&claim("/static/js/main.js"))
+            .await
+            .expect("claim")
+            > 0
+    );
+    assert_eq!(
+        streamlit
+            .claim(&claim("/_dash-layout"))
+            .await
+            .expect("claim"),
+        0
+    );
     let dash = registry.for_type("dash");
-    assert_eq!(dash.claim(&claim("/_dash-layout")).await.expect("claim"), 100);
-    assert_eq!(registry.for_type("generic").claim(&claim("/_dash-layout")).await.expect("claim"), 0);
+    assert_eq!(
+        dash.claim(&claim("/_dash-layout")).await.expect("claim"),
+        100
+    );
+    assert_eq!(
+        registry
+            .for_type("generic")
+            .claim(&claim("/_dash-layout"))
+            .await
+            .expect("claim"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -152,7 +224,10 @@ async fn locations_and_cookie_paths_stay_under_the_prefix() {
         );
         let relative = response(service_type, "/a", &[("location", "next")]);
         let plan = plugin.on_response(&relative).await.expect("on-response");
-        assert!(header(&plan.headers.set, "location").is_empty(), "{service_type}");
+        assert!(
+            header(&plan.headers.set, "location").is_empty(),
+            "{service_type}"
+        );
     }
 }
 
@@ -165,10 +240,20 @@ async fn dash_index_page_is_rewritten_under_the_prefix() {
     let plan = dash.on_response(&resp).await.expect("on-response");
     assert!(plan.rewrite_body);
     let page = br#"<script id="_dash-config" type="application/json">{"requests_pathname_prefix":"/"}</script><script src="/_dash-component-suites/dash/dash-renderer/build/dash_renderer.v2_18_2m1.min.js"></script>"#;
-    let body = dash.rewrite_body(&resp, page).await.expect("rewrite").expect("changed");
+    let body = dash
+        .rewrite_body(&resp, page)
+        .await
+        .expect("rewrite")
+        .expect("changed");
     let body = String::from_utf8(body).expect("utf-8");
-    assert!(body.contains(r#""requests_pathname_prefix":"/proxy/app/""#), "{body}");
-    assert!(body.contains(r#"src="/proxy/app/_dash-component-suites/"#), "{body}");
+    assert!(
+        body.contains(r#""requests_pathname_prefix":"/proxy/app/""#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"src="/proxy/app/_dash-component-suites/"#),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -176,12 +261,32 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
     let (_cache, registry) = bundled_only().await;
     let fastapi = registry.for_type("fastapi");
     let docs = response("fastapi", "/docs", &[("content-type", "text/html")]);
-    assert!(fastapi.on_response(&docs).await.expect("on-response").rewrite_body);
+    assert!(
+        fastapi
+            .on_response(&docs)
+            .await
+            .expect("on-response")
+            .rewrite_body
+    );
     let page = b"<script>const ui = SwaggerUIBundle({url: '/openapi.json'})</script>";
-    let body = fastapi.rewrite_body(&docs, page).await.expect("rewrite").expect("changed");
+    let body = fastapi
+        .rewrite_body(&docs, page)
+        .await
+        .expect("rewrite")
+        .expect("changed");
     assert!(String::from_utf8_lossy(&body).contains("url: '/proxy/app/openapi.json'"));
-    let schema = response("fastapi", "/openapi.json", &[("content-type", "application/json")]);
-    assert!(fastapi.on_response(&schema).await.expect("on-response").rewrite_body);
+    let schema = response(
+        "fastapi",
+        "/openapi.json",
+        &[("content-type", "application/json")],
+    );
+    assert!(
+        fastapi
+            .on_response(&schema)
+            .await
+            .expect("on-response")
+            .rewrite_body
+    );
     let body = fastapi
         .rewrite_body(&schema, br#"{"openapi":"3.1.0","paths":{}}"#)
         .await
@@ -190,22 +295,48 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
     let json: serde_json::Value = serde_json::from_slice(&body).expect("still JSON");
     assert_eq!(json["servers"][0]["url"], "/proxy/app");
     let other = response("fastapi", "/items", &[("content-type", "application/json")]);
-    assert!(!fastapi.on_response(&other).await.expect("on-response").rewrite_body);
+    assert!(
+        !fastapi
+            .on_response(&other)
+            .await
+            .expect("on-response")
+            .rewrite_body
+    );
 }
 
 #[tokio::test]
 async fn flask_links_in_pages_stay_under_the_prefix() {
     let (_cache, registry) = bundled_only().await;
     let flask = registry.for_type("flask");
-    let page = response("flask", "/", &[("content-type", "text/html; charset=utf-8")]);
-    assert!(flask.on_response(&page).await.expect("on-response").rewrite_body);
+    let page = response(
+        "flask",
+        "/",
+        &[("content-type", "text/html; charset=utf-8")],
+    );
+    assert!(
+        flask
+            .on_response(&page)
+            .await
+            .expect("on-response")
+            .rewrite_body
+    );
     let html = br#"<a href="/about">About</a><form method="post" action="/submit"></form>"#;
-    let body = flask.rewrite_body(&page, html).await.expect("rewrite").expect("changed");
+    let body = flask
+        .rewrite_body(&page, html)
+        .await
+        .expect("rewrite")
+        .expect("changed");
     let body = String::from_utf8(body).expect("utf-8");
     assert!(body.contains(r#"href="/proxy/app/about""#), "{body}");
     assert!(body.contains(r#"action="/proxy/app/submit""#), "{body}");
     let generic = registry.for_type("generic");
-    assert!(!generic.on_response(&page).await.expect("on-response").rewrite_body);
+    assert!(
+        !generic
+            .on_response(&page)
+            .await
+            .expect("on-response")
+            .rewrite_body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,16 +351,28 @@ async fn an_endless_loop_is_stopped_and_the_host_keeps_serving() {
     let streamlit = registry.for_type("streamlit");
     let mut served = 0;
     while !spinning.is_finished() {
-        streamlit.on_request(&request("streamlit", "/")).await.expect("streamlit answers");
+        streamlit
+            .on_request(&request("streamlit", "/"))
+            .await
+            .expect("streamlit answers");
         served += 1;
         tokio::task::yield_now().await;
     }
     assert!(served > 0);
     let result = spinning.await.expect("task");
     assert!(matches!(result, Err(PluginError::Timeout(_))), "{result:?}");
-    let after = hostile.on_request(&request("hostile", "/fine")).await.expect("serves again");
+    let after = hostile
+        .on_request(&request("hostile", "/fine"))
+        .await
+        .expect("serves again");
     assert_eq!(after.path, "/fine");
-    assert_eq!(hostile.stats().failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        hostile
+            .stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test]
@@ -241,8 +384,16 @@ async fn memory_growth_is_capped() {
     };
     let (_dir, _registry, hostile) = with_hostile(runtime).await;
     let result = hostile.on_request(&request("hostile", "/grow")).await;
-    assert!(matches!(result, Err(PluginError::OutOfMemory)), "{result:?}");
-    assert!(hostile.on_request(&request("hostile", "/fine")).await.is_ok());
+    assert!(
+        matches!(result, Err(PluginError::OutOfMemory)),
+        "{result:?}"
+    );
+    assert!(
+        hostile
+            .on_request(&request("hostile", "/fine"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -256,10 +407,19 @@ async fn hostile_answers_are_refused() {
     assert!(matches!(call("/trap").await, Err(PluginError::Trap(_))));
     assert!(matches!(
         call("/crlf").await,
-        Err(PluginError::Refused(GuardError::ForbiddenByte { byte: b'\r', .. }))
+        Err(PluginError::Refused(GuardError::ForbiddenByte {
+            byte: b'\r',
+            ..
+        }))
     ));
-    assert!(matches!(call("/absolute").await, Err(PluginError::Refused(GuardError::NotOriginForm(_)))));
-    assert!(matches!(call("/host").await, Err(PluginError::Refused(GuardError::ReservedHeader(_)))));
+    assert!(matches!(
+        call("/absolute").await,
+        Err(PluginError::Refused(GuardError::NotOriginForm(_)))
+    ));
+    assert!(matches!(
+        call("/host").await,
+        Err(PluginError::Refused(GuardError::ReservedHeader(_)))
+    ));
     // Whichever limit it hits first (answer size, memory or time), the answer never reaches use.
     let huge = call("/huge").await;
     assert!(
@@ -270,7 +430,10 @@ async fn hostile_answers_are_refused() {
         "{huge:?}"
     );
     let printed = call("/print").await;
-    assert!(printed.is_ok(), "printing is allowed, and rate-limited: {printed:?}");
+    assert!(
+        printed.is_ok(),
+        "printing is allowed, and rate-limited: {printed:?}"
+    );
     assert_eq!(call("/fine").await.expect("still serves").path, "/fine");
 }
 
@@ -278,13 +441,21 @@ async fn hostile_answers_are_refused() {
 async fn the_sandbox_has_no_files_environment_or_sockets() {
     let cache = tempfile::tempdir().expect("temp dir");
     let (_dir, _registry, hostile) = with_hostile(config(cache.path())).await;
-    let plan = hostile.on_request(&request("hostile", "/file")).await.expect("answers");
+    let plan = hostile
+        .on_request(&request("hostile", "/file"))
+        .await
+        .expect("answers");
     let file = header(&plan.headers.set, "x-file");
     assert!(file[0].starts_with("denied"), "{file:?}");
-    let plan = hostile.on_request(&request("hostile", "/env")).await.expect("answers");
+    let plan = hostile
+        .on_request(&request("hostile", "/env"))
+        .await
+        .expect("answers");
     assert_eq!(header(&plan.headers.set, "x-env"), ["vars=0 args=0"]);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut req = request("hostile", "/socket");
     req.query = Some(port.to_string());
@@ -315,7 +486,13 @@ async fn a_plugin_that_keeps_failing_is_disabled() {
         Err(PluginError::Disabled)
     ));
     // Other plugins are unaffected.
-    assert!(registry.for_type("generic").on_request(&request("generic", "/")).await.is_ok());
+    assert!(
+        registry
+            .for_type("generic")
+            .on_request(&request("generic", "/"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -330,11 +507,20 @@ async fn per_call_isolation_gives_every_call_a_fresh_instance() {
     let registry = registry_with(Some(dir.path()), config(cache.path()), policy).await;
     let hostile = registry.get("hostile").expect("loaded");
     assert_eq!(hostile.isolation(), Isolation::PerCall);
-    assert_eq!(registry.for_type("streamlit").isolation(), Isolation::Pooled);
+    assert_eq!(
+        registry.for_type("streamlit").isolation(),
+        Isolation::Pooled
+    );
     for _ in 0..3 {
-        hostile.on_request(&request("hostile", "/")).await.expect("answers");
+        hostile
+            .on_request(&request("hostile", "/"))
+            .await
+            .expect("answers");
     }
-    let made = hostile.stats().instantiations.load(std::sync::atomic::Ordering::Relaxed);
+    let made = hostile
+        .stats()
+        .instantiations
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(made, 3);
 }
 
@@ -353,7 +539,12 @@ async fn eventually(registry: &PluginRegistry, check: impl Fn(&PluginRegistry) -
 async fn the_plugins_directory_is_followed_live() {
     let cache = tempfile::tempdir().expect("temp dir");
     let dir = tempfile::tempdir().expect("temp dir");
-    let registry = registry_with(Some(dir.path()), config(cache.path()), IsolationPolicy::default()).await;
+    let registry = registry_with(
+        Some(dir.path()),
+        config(cache.path()),
+        IsolationPolicy::default(),
+    )
+    .await;
     let _watch = registry.watch().expect("watch");
     let bundled_streamlit = registry.for_type("streamlit");
 
@@ -366,13 +557,20 @@ async fn the_plugins_directory_is_followed_live() {
     std::fs::write(dir.path().join("streamlit.wasm"), streamlit_wasm).expect("write");
     std::fs::copy(HOSTILE, dir.path().join("hostile.wasm")).expect("copy fixture");
     assert!(
-        eventually(&registry, |r| matches!(r.for_type("streamlit").source(), PluginSource::File(_))
-            && r.get("hostile").is_some())
+        eventually(&registry, |r| matches!(
+            r.for_type("streamlit").source(),
+            PluginSource::File(_)
+        ) && r.get("hostile").is_some())
         .await
     );
 
     // In-flight users keep the version they hold.
-    assert!(bundled_streamlit.on_request(&request("streamlit", "/")).await.is_ok());
+    assert!(
+        bundled_streamlit
+            .on_request(&request("streamlit", "/"))
+            .await
+            .is_ok()
+    );
 
     // Replacing with an invalid file is refused; the previous version keeps serving.
     let hostile_before = registry.get("hostile").expect("loaded");
@@ -381,13 +579,19 @@ async fn the_plugins_directory_is_followed_live() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let hostile_after = registry.get("hostile").expect("still loaded");
     assert!(Arc::ptr_eq(&hostile_before, &hostile_after));
-    assert!(hostile_after.on_request(&request("hostile", "/")).await.is_ok());
+    assert!(
+        hostile_after
+            .on_request(&request("hostile", "/"))
+            .await
+            .is_ok()
+    );
 
     // Removing: the bundled plugin comes back.
     std::fs::remove_file(dir.path().join("streamlit.wasm")).expect("remove");
     std::fs::remove_file(dir.path().join("hostile.wasm")).expect("remove");
     assert!(
-        eventually(&registry, |r| *r.for_type("streamlit").source() == PluginSource::Bundled
+        eventually(&registry, |r| *r.for_type("streamlit").source()
+            == PluginSource::Bundled
             && r.get("hostile").is_none())
         .await
     );
@@ -406,5 +610,11 @@ async fn a_restart_loads_compiled_plugins_from_the_cache() {
         std::fs::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
     }
     let third = registry_with(None, config(cache.path()), IsolationPolicy::default()).await;
-    assert!(third.for_type("dash").on_request(&request("dash", "/")).await.is_ok());
+    assert!(
+        third
+            .for_type("dash")
+            .on_request(&request("dash", "/"))
+            .await
+            .is_ok()
+    );
 }

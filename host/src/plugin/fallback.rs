@@ -2,7 +2,10 @@
 //! broken plugin degrades a service to "generic" instead of breaking it. The rules are the ones
 //! the SDK's defaults use (both call `portico_rewrite`).
 
-use super::{Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols, UpstreamRequest, UpstreamWebsocket};
+use super::{
+    Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols, UpstreamRequest,
+    UpstreamWebsocket,
+};
 
 /// The prefix stripped, the query kept, `x-forwarded-prefix` set.
 pub fn on_request(req: &Request) -> UpstreamRequest {
@@ -35,18 +38,27 @@ pub fn on_response(resp: &Response) -> ResponsePlan {
     let req = &resp.request;
     let mut edits = HeaderEdits::none();
     for header in resp.headers.iter().filter(|h| h.name == "location") {
-        if let Some(fixed) = portico_rewrite::prefix_location(&header.value, &req.prefix, &req.public_host) {
+        if let Some(fixed) =
+            portico_rewrite::prefix_location(&header.value, &req.prefix, &req.public_host)
+        {
             edits.set.push(Header::new("location", fixed));
         }
     }
-    let cookies: Vec<&Header> = resp.headers.iter().filter(|h| h.name == "set-cookie").collect();
+    let cookies: Vec<&Header> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name == "set-cookie")
+        .collect();
     let scoped: Vec<Option<String>> = cookies
         .iter()
         .map(|cookie| portico_rewrite::scope_cookie_path(&cookie.value, &req.prefix))
         .collect();
     if scoped.iter().any(Option::is_some) {
         for (cookie, fixed) in cookies.iter().zip(scoped) {
-            edits.set.push(Header::new("set-cookie", fixed.unwrap_or_else(|| cookie.value.clone())));
+            edits.set.push(Header::new(
+                "set-cookie",
+                fixed.unwrap_or_else(|| cookie.value.clone()),
+            ));
         }
     }
     ResponsePlan {

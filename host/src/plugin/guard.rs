@@ -4,7 +4,9 @@
 //! produced itself: an origin-form path, well-formed headers that cannot split a message or
 //! change its framing, and bounded sizes.
 
-use super::bindings::{HeaderEdits, PluginInfo, ResponsePlan, Subprotocols, UpstreamRequest, UpstreamWebsocket};
+use super::bindings::{
+    HeaderEdits, PluginInfo, ResponsePlan, Subprotocols, UpstreamRequest, UpstreamWebsocket,
+};
 
 /// The longest path or query a plugin may return.
 pub const MAX_URL_PART: usize = 8 * 1024;
@@ -126,8 +128,14 @@ pub fn info(info: &PluginInfo) -> Result<(), GuardError> {
             truncate(&info.name)
         ));
     }
-    if info.version.is_empty() || info.version.len() > 64 || info.version.bytes().any(|b| b.is_ascii_control()) {
-        return bad(format!("version {:?} is empty, too long or has control characters", truncate(&info.version)));
+    if info.version.is_empty()
+        || info.version.len() > 64
+        || info.version.bytes().any(|b| b.is_ascii_control())
+    {
+        return bad(format!(
+            "version {:?} is empty, too long or has control characters",
+            truncate(&info.version)
+        ));
     }
     if info.service_types.len() > 32 || !info.service_types.iter().all(|t| name_ok(t)) {
         return bad("service-types must be at most 32 names of a-z, 0-9, - and _".to_owned());
@@ -135,7 +143,12 @@ pub fn info(info: &PluginInfo) -> Result<(), GuardError> {
     if let Some(health) = &info.health_path {
         path(health)?;
     }
-    for list in [&info.detect, &info.request_headers, &info.response_headers, &info.rewrite_content_types] {
+    for list in [
+        &info.detect,
+        &info.request_headers,
+        &info.response_headers,
+        &info.rewrite_content_types,
+    ] {
         if list.len() > 64 || list.iter().any(|item| item.is_empty() || item.len() > 256) {
             return bad("lists must have at most 64 entries of 1 to 256 bytes".to_owned());
         }
@@ -163,7 +176,11 @@ fn query(query: Option<&str>) -> Result<(), GuardError> {
 }
 
 /// A path or query: visible ASCII only (anything else must be percent-encoded).
-fn url_part(what: &'static str, text: &str, also_forbidden: fn(u8) -> bool) -> Result<(), GuardError> {
+fn url_part(
+    what: &'static str,
+    text: &str,
+    also_forbidden: fn(u8) -> bool,
+) -> Result<(), GuardError> {
     if text.len() > MAX_URL_PART {
         return Err(GuardError::TooLong {
             what,
@@ -171,7 +188,10 @@ fn url_part(what: &'static str, text: &str, also_forbidden: fn(u8) -> bool) -> R
             limit: MAX_URL_PART,
         });
     }
-    match text.bytes().find(|b| !(0x21..0x7f).contains(b) || also_forbidden(*b)) {
+    match text
+        .bytes()
+        .find(|b| !(0x21..0x7f).contains(b) || also_forbidden(*b))
+    {
         Some(byte) => Err(GuardError::ForbiddenByte { what, byte }),
         None => Ok(()),
     }
@@ -197,7 +217,10 @@ fn header_edits(edits: &HeaderEdits) -> Result<(), GuardError> {
             });
         }
         // Tab and visible characters only: CR, LF and NUL would split or truncate the message.
-        if let Some(byte) = value.bytes().find(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+        if let Some(byte) = value
+            .bytes()
+            .find(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+        {
             return Err(GuardError::ForbiddenByte {
                 what: "header value",
                 byte,
@@ -226,7 +249,11 @@ fn header_name(name: &str) -> Result<(), GuardError> {
 }
 
 fn is_lower_token(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| is_token_byte(b) && !b.is_ascii_uppercase())
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| is_token_byte(b) && !b.is_ascii_uppercase())
 }
 
 /// RFC 9110 `tchar`.
@@ -257,39 +284,87 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_answers() {
-        let plan = request("/a/b%20c", vec![Header::new("x-forwarded-prefix", "/proxy/a")]);
+        let plan = request(
+            "/a/b%20c",
+            vec![Header::new("x-forwarded-prefix", "/proxy/a")],
+        );
         assert_eq!(upstream_request(&plan), Ok(()));
     }
 
     #[test]
     fn refuses_paths_that_are_not_origin_form() {
-        for bad in ["http://evil/x", "//evil/x", "", "relative", "/a b", "/a\r\nx: y", "/a\0", "/a?b", "/a#f", "/é"] {
-            assert!(upstream_request(&request(bad, Vec::new())).is_err(), "{bad:?} accepted");
+        for bad in [
+            "http://evil/x",
+            "//evil/x",
+            "",
+            "relative",
+            "/a b",
+            "/a\r\nx: y",
+            "/a\0",
+            "/a?b",
+            "/a#f",
+            "/é",
+        ] {
+            assert!(
+                upstream_request(&request(bad, Vec::new())).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let long = format!("/{}", "a".repeat(MAX_URL_PART));
-        assert!(matches!(upstream_request(&request(&long, Vec::new())), Err(GuardError::TooLong { .. })));
+        assert!(matches!(
+            upstream_request(&request(&long, Vec::new())),
+            Err(GuardError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn refuses_header_smuggling() {
         let crlf = request("/", vec![Header::new("x-a", "ok\r\nx-b: injected")]);
-        assert!(matches!(upstream_request(&crlf), Err(GuardError::ForbiddenByte { byte: b'\r', .. })));
-        for reserved in ["host", "transfer-encoding", "content-length", "connection", "upgrade"] {
+        assert!(matches!(
+            upstream_request(&crlf),
+            Err(GuardError::ForbiddenByte { byte: b'\r', .. })
+        ));
+        for reserved in [
+            "host",
+            "transfer-encoding",
+            "content-length",
+            "connection",
+            "upgrade",
+        ] {
             let plan = request("/", vec![Header::new(reserved, "x")]);
-            assert_eq!(upstream_request(&plan), Err(GuardError::ReservedHeader(reserved.to_owned())));
+            assert_eq!(
+                upstream_request(&plan),
+                Err(GuardError::ReservedHeader(reserved.to_owned()))
+            );
         }
         let bad_name = request("/", vec![Header::new("x a", "v")]);
-        assert!(matches!(upstream_request(&bad_name), Err(GuardError::BadHeaderName(_))));
+        assert!(matches!(
+            upstream_request(&bad_name),
+            Err(GuardError::BadHeaderName(_))
+        ));
         let upper = request("/", vec![Header::new("X-A", "v")]);
-        assert!(matches!(upstream_request(&upper), Err(GuardError::BadHeaderName(_))));
+        assert!(matches!(
+            upstream_request(&upper),
+            Err(GuardError::BadHeaderName(_))
+        ));
     }
 
     #[test]
     fn refuses_oversized_output() {
-        let many = (0..=MAX_HEADER_EDITS).map(|i| Header::new(format!("x-{i}"), "v")).collect();
-        assert!(matches!(upstream_request(&request("/", many)), Err(GuardError::TooManyHeaders(_))));
-        let big = (0..8).map(|i| Header::new(format!("x-{i}"), "v".repeat(MAX_HEADER_VALUE))).collect();
-        assert!(matches!(upstream_request(&request("/", big)), Err(GuardError::TooLong { .. })));
+        let many = (0..=MAX_HEADER_EDITS)
+            .map(|i| Header::new(format!("x-{i}"), "v"))
+            .collect();
+        assert!(matches!(
+            upstream_request(&request("/", many)),
+            Err(GuardError::TooManyHeaders(_))
+        ));
+        let big = (0..8)
+            .map(|i| Header::new(format!("x-{i}"), "v".repeat(MAX_HEADER_VALUE)))
+            .collect();
+        assert!(matches!(
+            upstream_request(&request("/", big)),
+            Err(GuardError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -300,6 +375,9 @@ mod tests {
             protocols: Subprotocols::Replace(vec!["ok".to_owned(), "bad, list".to_owned()]),
             headers: HeaderEdits::none(),
         };
-        assert!(matches!(upstream_websocket(&plan), Err(GuardError::BadSubprotocol(_))));
+        assert!(matches!(
+            upstream_websocket(&plan),
+            Err(GuardError::BadSubprotocol(_))
+        ));
     }
 }

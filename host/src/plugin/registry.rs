@@ -143,7 +143,7 @@ impl PluginRegistry {
         let _one_at_a_time = self.reloading.lock().await;
         let files = self.dir.as_deref().map(wasm_files).unwrap_or_default();
         let previous: BTreeMap<PathBuf, [u8; 32]> = self
-            .from_dir_locked()
+            .dir_plugins()
             .iter()
             .map(|(path, loaded)| (path.clone(), loaded.digest))
             .collect();
@@ -158,7 +158,7 @@ impl PluginRegistry {
             };
             let digest: [u8; 32] = Sha256::digest(&bytes).into();
             if previous.get(&path) == Some(&digest) {
-                if let Some(kept) = self.from_dir_locked().remove(&path) {
+                if let Some(kept) = self.dir_plugins().remove(&path) {
                     next.insert(path, kept);
                 }
                 continue;
@@ -176,19 +176,19 @@ impl PluginRegistry {
                 }
                 Err(err) => {
                     tracing::error!(path = %path.display(), error = %err, "plugin refused; the previous version, if any, keeps serving");
-                    if let Some(kept) = self.from_dir_locked().remove(&path) {
+                    if let Some(kept) = self.dir_plugins().remove(&path) {
                         next.insert(path, kept);
                     }
                 }
             }
         }
-        for path in self.from_dir_locked().keys() {
+        for path in self.dir_plugins().keys() {
             if !next.contains_key(path) {
                 tracing::info!(path = %path.display(), "plugin removed");
             }
         }
         let table = self.build_table(&next);
-        *self.from_dir_locked() = next;
+        *self.dir_plugins() = next;
         self.table.store(Arc::new(table));
     }
 
@@ -203,21 +203,33 @@ impl PluginRegistry {
 
     fn build_table(&self, from_dir: &BTreeMap<PathBuf, Loaded>) -> Table {
         let mut table = Table::default();
-        let all = self.bundled.iter().chain(from_dir.values().map(|loaded| &loaded.plugin));
+        let all = self
+            .bundled
+            .iter()
+            .chain(from_dir.values().map(|loaded| &loaded.plugin));
         for plugin in all {
-            if let Some(replaced) = table.by_name.insert(plugin.name().to_owned(), Arc::clone(plugin)) {
+            if let Some(replaced) = table
+                .by_name
+                .insert(plugin.name().to_owned(), Arc::clone(plugin))
+            {
                 tracing::info!(plugin = %plugin.name(), replaced = ?replaced.source(), by = ?plugin.source(), "plugin overridden");
-                table.by_type.retain(|_, existing| !Arc::ptr_eq(existing, &replaced));
+                table
+                    .by_type
+                    .retain(|_, existing| !Arc::ptr_eq(existing, &replaced));
             }
             for service_type in &plugin.info().service_types {
-                table.by_type.insert(service_type.clone(), Arc::clone(plugin));
+                table
+                    .by_type
+                    .insert(service_type.clone(), Arc::clone(plugin));
             }
         }
         table
     }
 
-    fn from_dir_locked(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Loaded>> {
-        self.from_dir.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn dir_plugins(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Loaded>> {
+        self.from_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Watches the plugins directory and reloads after each burst of changes. The watch ends
@@ -228,11 +240,12 @@ impl PluginRegistry {
             return Ok(DirWatch { _watcher: None });
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })?;
         std::fs::create_dir_all(&dir).map_err(notify::Error::io)?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let registry = Arc::downgrade(self);

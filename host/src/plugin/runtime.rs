@@ -107,7 +107,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,10 +165,10 @@ impl Runtime {
         let Some(path) = self.cache_path(wasm) else {
             return Component::new(&self.engine, wasm).map_err(PluginError::invalid);
         };
-        if let Ok(compiled) = std::fs::read(&path) {
-            if let Some(component) = self.deserialize(&compiled) {
-                return Ok(component);
-            }
+        if let Ok(compiled) = std::fs::read(&path)
+            && let Some(component) = self.deserialize(&compiled)
+        {
+            return Ok(component);
         }
         let compiled = self
             .engine
@@ -191,7 +193,9 @@ impl Runtime {
     fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
         let dir = self.config.cache_dir.as_ref()?;
         let mut engine_hash = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let mut digest = Sha256::new();
         digest.update(engine_hash.finish().to_le_bytes());
         digest.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -205,7 +209,10 @@ impl Runtime {
     }
 
     /// Links a compiled component against the sandbox.
-    pub(crate) fn prepare(&self, component: &Component) -> Result<WorldPre<HostState>, PluginError> {
+    pub(crate) fn prepare(
+        &self,
+        component: &Component,
+    ) -> Result<WorldPre<HostState>, PluginError> {
         let pre = self
             .linker
             .instantiate_pre(component)

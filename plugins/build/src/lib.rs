@@ -34,7 +34,10 @@ const SCRUBBED_ENV: &[&str] = &[
 /// Prints `cargo:rerun-if-changed` lines for the plugin sources and the WIT contract.
 pub fn build_components(workspace: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
     for watched in ["plugins", "wit", "tests/fixtures", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     ensure_target()?;
     let target_dir = workspace.join("target").join("wasm-plugins");

@@ -64,7 +64,10 @@ pub fn index_page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
     let config_to = format!(r#""requests_pathname_prefix":"{prefix}/""#);
     let mut edits: Vec<(Vec<u8>, Vec<u8>)> = vec![(config_from.to_vec(), config_to.into_bytes())];
     for path in ["/_dash-", "/assets/", "/_favicon.ico"] {
-        edits.push((format!("\"{path}").into_bytes(), format!("\"{prefix}{path}").into_bytes()));
+        edits.push((
+            format!("\"{path}").into_bytes(),
+            format!("\"{prefix}{path}").into_bytes(),
+        ));
     }
     for (from, to) in edits {
         if let Some(next) = rewrite::replace_bytes(&page, &from, &to) {
@@ -92,9 +95,18 @@ mod tests {
     #[test]
     fn index_page_points_under_prefix() {
         let out = String::from_utf8(index_page(PAGE, "/proxy/d").expect("changed")).expect("utf-8");
-        assert!(out.contains(r#""requests_pathname_prefix":"/proxy/d/""#), "{out}");
-        assert!(out.contains(r#"src="/proxy/d/_dash-component-suites/dash/"#), "{out}");
-        assert!(out.contains(r#"href="/proxy/d/_favicon.ico?v=2.18.0""#), "{out}");
+        assert!(
+            out.contains(r#""requests_pathname_prefix":"/proxy/d/""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"src="/proxy/d/_dash-component-suites/dash/"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"href="/proxy/d/_favicon.ico?v=2.18.0""#),
+            "{out}"
+        );
         assert!(!out.contains("/proxy/d/proxy/d"), "prefixed twice: {out}");
     }
 

@@ -5,7 +5,9 @@
 //! `Location` default), the docs pages load `/openapi.json` and their assets from the root, and
 //! Swagger UI's "Try it out" calls the root unless the schema names a server.
 
-use portico_plugin_sdk::{Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite};
+use portico_plugin_sdk::{
+    Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
+};
 
 /// The FastAPI handler.
 #[derive(Debug)]
@@ -83,7 +85,9 @@ pub fn add_server(schema: &[u8], prefix: &str) -> Option<Vec<u8>> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 export_plugin!(FastApi);
@@ -96,17 +100,27 @@ mod tests {
     fn docs_page_points_under_prefix() {
         let html = br#"<script src="/static/swagger-ui-bundle.js"></script>
 url: '/openapi.json', oauth2RedirectUrl: window.location.origin + '/docs/oauth2-redirect',"#;
-        let out = String::from_utf8(docs_page(html, "/proxy/api").expect("changed")).expect("utf-8");
+        let out =
+            String::from_utf8(docs_page(html, "/proxy/api").expect("changed")).expect("utf-8");
         assert!(out.contains("url: '/proxy/api/openapi.json'"), "{out}");
         assert!(out.contains("'/proxy/api/docs/oauth2-redirect'"), "{out}");
-        assert!(out.contains(r#"src="/proxy/api/static/swagger-ui-bundle.js""#), "{out}");
+        assert!(
+            out.contains(r#"src="/proxy/api/static/swagger-ui-bundle.js""#),
+            "{out}"
+        );
     }
 
     #[test]
     fn schema_gets_a_server_once() {
         let out = add_server(br#" {"openapi":"3.1.0"}"#, "/proxy/api").expect("changed");
-        assert_eq!(out, br#" {"servers":[{"url":"/proxy/api"}],"openapi":"3.1.0"}"#);
-        assert_eq!(add_server(br#"{"servers":[],"openapi":"3.1.0"}"#, "/p"), None);
+        assert_eq!(
+            out,
+            br#" {"servers":[{"url":"/proxy/api"}],"openapi":"3.1.0"}"#
+        );
+        assert_eq!(
+            add_server(br#"{"servers":[],"openapi":"3.1.0"}"#, "/p"),
+            None
+        );
         assert_eq!(add_server(b"[]", "/p"), None);
     }
 }

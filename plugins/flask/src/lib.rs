@@ -5,7 +5,9 @@
 //! `ProxyFix`), keeps `Location` under it (the SDK default), and moves root-relative links in
 //! HTML pages under it.
 
-use portico_plugin_sdk::{Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite};
+use portico_plugin_sdk::{
+    Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
+};
 
 /// The Flask handler.
 #[derive(Debug)]

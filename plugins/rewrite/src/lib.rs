@@ -39,8 +39,7 @@ pub fn prefix_location(location: &str, prefix: &str, public_host: &str) -> Optio
         return Some(format!("{prefix}{location}"));
     }
     for scheme in ["http://", "https://"] {
-        if location.len() >= scheme.len() && location[..scheme.len()].eq_ignore_ascii_case(scheme)
-        {
+        if location.len() >= scheme.len() && location[..scheme.len()].eq_ignore_ascii_case(scheme) {
             let rest = &location[scheme.len()..];
             return prefix_on_host(rest, prefix, public_host)
                 .map(|fixed| format!("{}{fixed}", &location[..scheme.len()]));
@@ -154,9 +153,9 @@ pub fn prefix_html_urls(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
             };
             let value = &html[value_start..];
             let root_relative = value.first() == Some(&b'/') && value.get(1) != Some(&b'/');
-            let already = value
-                .strip_prefix(prefix.as_bytes())
-                .is_some_and(|rest| matches!(rest.first(), None | Some(b'/' | b'?' | b'#' | b'"' | b'\'')));
+            let already = value.strip_prefix(prefix.as_bytes()).is_some_and(|rest| {
+                matches!(rest.first(), None | Some(b'/' | b'?' | b'#' | b'"' | b'\''))
+            });
             if root_relative && !already {
                 out.extend_from_slice(&html[last..value_start]);
                 out.extend_from_slice(prefix.as_bytes());
@@ -217,17 +216,29 @@ mod tests {
 
     #[test]
     fn root_relative_location_gets_prefix_once() {
-        assert_eq!(prefix_location("/login", P, HOST).as_deref(), Some("/proxy/app/login"));
-        assert_eq!(prefix_location("/", P, HOST).as_deref(), Some("/proxy/app/"));
+        assert_eq!(
+            prefix_location("/login", P, HOST).as_deref(),
+            Some("/proxy/app/login")
+        );
+        assert_eq!(
+            prefix_location("/", P, HOST).as_deref(),
+            Some("/proxy/app/")
+        );
         assert_eq!(prefix_location("/proxy/app/login", P, HOST), None);
-        assert_eq!(prefix_location("/proxy/apple", P, HOST).as_deref(), Some("/proxy/app/proxy/apple"));
+        assert_eq!(
+            prefix_location("/proxy/apple", P, HOST).as_deref(),
+            Some("/proxy/app/proxy/apple")
+        );
     }
 
     #[test]
     fn relative_and_foreign_locations_stay() {
         assert_eq!(prefix_location("login", P, HOST), None);
         assert_eq!(prefix_location("../up", P, HOST), None);
-        assert_eq!(prefix_location("https://elsewhere.example/x", P, HOST), None);
+        assert_eq!(
+            prefix_location("https://elsewhere.example/x", P, HOST),
+            None
+        );
         assert_eq!(prefix_location("//elsewhere.example/x", P, HOST), None);
     }
 
@@ -241,7 +252,10 @@ mod tests {
             prefix_location("HTTPS://Portal.Example:8080?q=1", P, HOST).as_deref(),
             Some("HTTPS://Portal.Example:8080/proxy/app/?q=1")
         );
-        assert_eq!(prefix_location("http://portal.example:8080/proxy/app/x", P, HOST), None);
+        assert_eq!(
+            prefix_location("http://portal.example:8080/proxy/app/x", P, HOST),
+            None
+        );
         assert_eq!(
             prefix_location("//portal.example:8080/x", P, HOST).as_deref(),
             Some("//portal.example:8080/proxy/app/x")
@@ -265,7 +279,10 @@ mod tests {
 
     #[test]
     fn replaces_every_occurrence() {
-        assert_eq!(replace_bytes(b"a-x-a", b"a", b"bb"), Some(b"bb-x-bb".to_vec()));
+        assert_eq!(
+            replace_bytes(b"a-x-a", b"a", b"bb"),
+            Some(b"bb-x-bb".to_vec())
+        );
         assert_eq!(replace_bytes(b"xyz", b"a", b"b"), None);
         assert_eq!(replace_bytes(b"", b"a", b"b"), None);
     }

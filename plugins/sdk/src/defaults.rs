@@ -49,13 +49,10 @@ pub fn on_response(resp: &Response) -> ResponsePlan {
 pub fn response_headers(resp: &Response) -> HeaderEdits {
     let req = &resp.request;
     let mut edits = HeaderEdits::none();
-    for header in &resp.headers {
-        if header.name == "location" {
-            if let Some(fixed) =
-                rewrite::prefix_location(&header.value, &req.prefix, &req.public_host)
-            {
-                edits.set.push(Header::new("location", fixed));
-            }
+    for header in resp.headers.iter().filter(|h| h.name == "location") {
+        if let Some(fixed) = rewrite::prefix_location(&header.value, &req.prefix, &req.public_host)
+        {
+            edits.set.push(Header::new("location", fixed));
         }
     }
     let cookies: Vec<&Header> = resp
