@@ -749,9 +749,8 @@ async fn hostile_requests_get_errors_not_panics() -> anyhow::Result<()> {
             " 404 ",
         ),
         (
-            format!(
-                "GET /proxy/app/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade, close\r\n\r\n"
-            ),
+            "GET /proxy/app/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade, close\r\n\r\n"
+                .to_owned(),
             " 400 ",
         ),
         (

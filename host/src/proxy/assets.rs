@@ -46,15 +46,15 @@ pub async fn route(
     let referer = headers
         .get(header::REFERER)
         .and_then(|value| value.to_str().ok());
-    if let Some(id) = referer.and_then(referer_service) {
-        if let Some(service) = services.get(id) {
-            return Ok((service, Via::Referer));
-        }
+    if let Some(id) = referer.and_then(referer_service)
+        && let Some(service) = services.get(id)
+    {
+        return Ok((service, Via::Referer));
     }
-    if let Some(id) = cookie(headers, AFFINITY_COOKIE) {
-        if let Some(service) = services.get(&id) {
-            return Ok((service, Via::Cookie));
-        }
+    if let Some(id) = cookie(headers, AFFINITY_COOKIE)
+        && let Some(service) = services.get(&id)
+    {
+        return Ok((service, Via::Cookie));
     }
     let orphan = OrphanRequest {
         method: method.to_owned(),

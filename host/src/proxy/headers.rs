@@ -139,10 +139,10 @@ pub fn upstream_request(
         headers.remove(header::HOST);
     } else if !headers.contains_key(header::HOST) {
         // HTTP/2 clients send `:authority` instead of `Host`.
-        if let Ok(host) = HeaderValue::from_str(&view.host) {
-            if !view.host.is_empty() {
-                headers.insert(header::HOST, host);
-            }
+        if let Ok(host) = HeaderValue::from_str(&view.host)
+            && !view.host.is_empty()
+        {
+            headers.insert(header::HOST, host);
         }
     }
     apply_edits(headers, edits);
@@ -225,10 +225,10 @@ pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
             .map(|pair| pair.trim())
             .collect::<Vec<_>>()
             .join("; ");
-        if !joined.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&joined) {
-                kept.push(value);
-            }
+        if !joined.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&joined)
+        {
+            kept.push(value);
         }
     }
     if changed {

@@ -142,10 +142,11 @@ async fn respond(
             rewrite = Some(seen);
         }
     }
-    if media == "text/html" && status.as_u16() < 400 {
-        if let Ok(cookie) = HeaderValue::from_str(&headers::affinity_cookie(&ctx.service.id)) {
-            response_headers.append(header::SET_COOKIE, cookie);
-        }
+    if media == "text/html"
+        && status.as_u16() < 400
+        && let Ok(cookie) = HeaderValue::from_str(&headers::affinity_cookie(&ctx.service.id))
+    {
+        response_headers.append(header::SET_COOKIE, cookie);
     }
     let body = match rewrite {
         Some(seen) => {

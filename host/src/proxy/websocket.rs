@@ -219,10 +219,10 @@ async fn attempt(
     })?;
     let headers = request.headers_mut();
     *headers = handshake_headers.clone();
-    if !headers.contains_key(header::HOST) {
-        if let Ok(value) = HeaderValue::from_str(&authority(url)) {
-            headers.insert(header::HOST, value);
-        }
+    if !headers.contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(&authority(url))
+    {
+        headers.insert(header::HOST, value);
     }
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
