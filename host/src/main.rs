@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use portico::plugin::{self, IsolationPolicy, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
+use portico::plugin::{
+    self, IsolationPolicy, PluginRegistry, PluginSource, Runtime, RuntimeConfig,
+};
 
 /// A framework-aware reverse proxy with WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -54,8 +56,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            None => portico::server::serve(cli.serve).await.map_err(anyhow::Error::from),
-            Some(Command::Serve(args)) => portico::server::serve(args).await.map_err(anyhow::Error::from),
+            None => portico::server::serve(cli.serve)
+                .await
+                .map_err(anyhow::Error::from),
+            Some(Command::Serve(args)) => portico::server::serve(args)
+                .await
+                .map_err(anyhow::Error::from),
             Some(Command::Plugin(PluginCommand::Check { file })) => check(&file).await,
             Some(Command::Plugin(PluginCommand::List { plugins_dir })) => list(plugins_dir).await,
         }
@@ -85,7 +91,10 @@ async fn check(file: &PathBuf) -> anyhow::Result<()> {
     if let Some(health) = &info.health_path {
         println!("  health path:   {health}");
     }
-    println!("  prefix:        {}", if info.keep_prefix { "kept" } else { "stripped" });
+    println!(
+        "  prefix:        {}",
+        if info.keep_prefix { "kept" } else { "stripped" }
+    );
     if !info.detect.is_empty() {
         println!("  detects:       {}", info.detect.join(", "));
     }
@@ -103,7 +112,10 @@ async fn list(plugins_dir: PathBuf) -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let registry: Arc<PluginRegistry> =
         PluginRegistry::load(runtime, Some(plugins_dir), IsolationPolicy::default()).await?;
-    println!("{:<12} {:<10} {:<24} SOURCE", "NAME", "VERSION", "SERVICE TYPES");
+    println!(
+        "{:<12} {:<10} {:<24} SOURCE",
+        "NAME", "VERSION", "SERVICE TYPES"
+    );
     for plugin in registry.plugins() {
         let source = match plugin.source() {
             PluginSource::Bundled => "bundled".to_owned(),
