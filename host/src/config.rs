@@ -63,6 +63,9 @@ pub struct Config {
     /// Forwarding limits and switches.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Discovery of labelled Docker containers.
+    #[serde(default)]
+    pub docker: DockerConfig,
 }
 
 /// One `[[services]]` entry.
@@ -237,6 +240,137 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Whether Docker discovery runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "DockerSwitch")]
+pub enum DockerMode {
+    /// Use Docker when it is reachable; without it, say so once and serve the file's services.
+    #[default]
+    Auto,
+    /// Use Docker; an unreachable engine is a warning, retried in the background.
+    On,
+    /// Never contact Docker.
+    Off,
+}
+
+/// `enabled = true | false | "auto"` as written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DockerSwitch {
+    Flag(bool),
+    Word(String),
+}
+
+impl TryFrom<DockerSwitch> for DockerMode {
+    type Error = String;
+
+    fn try_from(value: DockerSwitch) -> Result<Self, Self::Error> {
+        match value {
+            DockerSwitch::Flag(true) => Ok(Self::On),
+            DockerSwitch::Flag(false) => Ok(Self::Off),
+            DockerSwitch::Word(word) if word == "auto" => Ok(Self::Auto),
+            DockerSwitch::Word(word) => Err(format!(
+                "docker.enabled must be true, false or \"auto\", not {word:?}"
+            )),
+        }
+    }
+}
+
+/// A way of reaching a container, in `docker.address_order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressKind {
+    /// The container's IP on its chosen network (`portico.network`, else the network Portico
+    /// shares with it, else its first network).
+    Network,
+    /// The compose service name, resolved by Docker's DNS on a shared network.
+    ComposeService,
+    /// The published port on the Docker host, at each of `docker.published_hosts`.
+    Published,
+}
+
+/// The `[docker]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// `"auto"` (the default), `true` or `false`.
+    pub enabled: DockerMode,
+    /// Docker endpoints (`unix:///var/run/docker.sock`, `tcp://host:2375`), tried in order;
+    /// empty means `DOCKER_HOST`, else the default socket.
+    pub endpoints: Vec<String>,
+    /// The order in which a container's addresses are tried.
+    pub address_order: Vec<AddressKind>,
+    /// Hosts at which published ports are tried, in order; `"docker-host"` stands for the host
+    /// of a `tcp://` Docker endpoint.
+    pub published_hosts: Vec<String>,
+    /// Labels a container must also carry to be served, so several Porticos can share a host.
+    pub require_labels: BTreeMap<String, String>,
+    /// How long a request waits for a container whose health check has not passed yet.
+    pub starting_wait_ms: u64,
+    /// The longest pause between two attempts to reach Docker.
+    pub reconnect_max_backoff_ms: u64,
+    /// The container Portico runs in (name or id), to find the networks it shares with apps;
+    /// by default detected from the hostname when `/.dockerenv` exists.
+    pub self_container: Option<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: DockerMode::Auto,
+            endpoints: Vec::new(),
+            address_order: vec![
+                AddressKind::Network,
+                AddressKind::ComposeService,
+                AddressKind::Published,
+            ],
+            published_hosts: vec![
+                "127.0.0.1".to_owned(),
+                "host.docker.internal".to_owned(),
+                "docker-host".to_owned(),
+            ],
+            require_labels: BTreeMap::new(),
+            starting_wait_ms: 30_000,
+            reconnect_max_backoff_ms: 10_000,
+            self_container: None,
+        }
+    }
+}
+
+impl DockerConfig {
+    pub fn starting_wait(&self) -> Duration {
+        Duration::from_millis(self.starting_wait_ms)
+    }
+
+    pub fn reconnect_max_backoff(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_backoff_ms.max(100))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for endpoint in &self.endpoints {
+            let known = ["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|scheme| endpoint.starts_with(scheme));
+            if !known {
+                return Err(format!(
+                    "docker.endpoints: {endpoint:?} must start with unix://, tcp:// or http://"
+                ));
+            }
+        }
+        if self.address_order.is_empty() {
+            return Err("docker.address_order is empty".to_owned());
+        }
+        let distinct: HashSet<_> = self.address_order.iter().collect();
+        if distinct.len() != self.address_order.len() {
+            return Err("docker.address_order names a kind twice".to_owned());
+        }
+        if self.published_hosts.iter().any(String::is_empty) {
+            return Err("docker.published_hosts has an empty host".to_owned());
+        }
+        Ok(())
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -254,6 +388,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             retry: Retry::default(),
             proxy: ProxyConfig::default(),
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -322,7 +457,7 @@ impl Config {
         if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
             return Err("retry.max_backoff_ms is below retry.initial_backoff_ms".to_owned());
         }
-        Ok(())
+        self.docker.validate()
     }
 }
 
@@ -413,5 +548,35 @@ mod tests {
         assert!(Config::parse(ftp, None).is_err());
         let unknown = "lisen = \"127.0.0.1:1\"";
         assert!(Config::parse(unknown, None).is_err());
+    }
+
+    #[test]
+    fn docker_section() {
+        let config = Config::parse(DEFAULT, None).expect("default");
+        assert_eq!(config.docker.enabled, DockerMode::Auto);
+        let config = Config::parse(
+            "[docker]\nenabled = true\nendpoints = [\"unix:///run/docker.sock\", \"tcp://10.0.0.2:2375\"]\naddress_order = [\"published\", \"network\"]\nrequire_labels = { \"portico.instance\" = \"a\" }",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(config.docker.enabled, DockerMode::On);
+        assert_eq!(
+            config.docker.address_order,
+            vec![AddressKind::Published, AddressKind::Network]
+        );
+        let off = Config::parse("[docker]\nenabled = false", None).expect("valid");
+        assert_eq!(off.docker.enabled, DockerMode::Off);
+        let auto = Config::parse("[docker]\nenabled = \"auto\"", None).expect("valid");
+        assert_eq!(auto.docker.enabled, DockerMode::Auto);
+        for bad in [
+            "[docker]\nenabled = \"sometimes\"",
+            "[docker]\nendpoints = [\"ftp://x\"]",
+            "[docker]\naddress_order = []",
+            "[docker]\naddress_order = [\"network\", \"network\"]",
+            "[docker]\naddress_order = [\"dns\"]",
+            "[docker]\nendpoint = []",
+        ] {
+            assert!(Config::parse(bad, None).is_err(), "{bad}");
+        }
     }
 }

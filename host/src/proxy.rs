@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use crate::config::{Config, ProxyConfig, Retry, Timeouts};
 use crate::metrics::Metrics;
 use crate::plugin::{self, Plugin, PluginError, PluginRegistry};
-use crate::registry::{Service, ServiceTable};
+use crate::registry::{Availability, Service, ServiceTable};
 
 use headers::ClientView;
 
@@ -29,6 +29,10 @@ pub enum ProxyError {
     UnknownService { id: String, known: Vec<String> },
     #[error("{0}")]
     NoRoute(String),
+    #[error("{id:?} names several services; use one of: {}", .candidates.join(", "))]
+    Ambiguous { id: String, candidates: Vec<String> },
+    #[error("service {service:?} is unavailable: {reason}")]
+    Unavailable { service: String, reason: String },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("service {service:?}: no upstream accepted the connection ({detail})")]
@@ -57,6 +61,8 @@ impl ProxyError {
         match self {
             Self::UnknownService { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Ambiguous { .. } => StatusCode::CONFLICT,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused { .. } | Self::Reset { .. } | Self::Plugin { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -136,6 +142,9 @@ pub struct Proxy {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: Arc<Service>,
+    /// The name the client used in `/proxy/{x}/` (the id or an alias), which makes the prefix
+    /// the app must appear under.
+    pub address: String,
     /// The path as the plugin sees it: below the prefix, or the whole path for un-prefixed
     /// requests.
     pub path: String,
@@ -218,6 +227,22 @@ impl Proxy {
         let started = Instant::now();
         let live = self.live.load_full();
         let html = headers::wants_html(request.headers());
+        let unavailable = match &target.service.availability {
+            Availability::Ready => None,
+            Availability::Starting => Some("its health check has not passed yet".to_owned()),
+            Availability::Unavailable(reason) => Some(reason.clone()),
+        };
+        if let Some(reason) = unavailable {
+            let err = ProxyError::Unavailable {
+                service: target.service.id.clone(),
+                reason,
+            };
+            let response = err.render(html);
+            self.metrics
+                .service(&target.service.id)
+                .response(response.status().as_u16(), started.elapsed());
+            return response;
+        }
         let view = ClientView::of(
             request.headers(),
             request.uri().host(),
@@ -229,7 +254,7 @@ impl Proxy {
             method: request.method().as_str().to_owned(),
             path: target.path,
             query: target.query,
-            prefix: format!("/proxy/{}", target.service.id),
+            prefix: format!("/proxy/{}", target.address),
             public_host: view.host.clone(),
             scheme: view.scheme.clone(),
             headers: headers::for_plugin(request.headers(), |name| {

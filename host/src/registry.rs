@@ -1,11 +1,13 @@
 //! The service table: every service Portico serves, from every source (the configuration file
-//! now, container discovery later), with the health the proxy observed.
+//! and Docker discovery), the other names that address them, and the health the proxy observed.
 
+pub mod docker;
 pub mod r#static;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -63,6 +65,28 @@ impl Health {
     }
 }
 
+/// Whether a service can take requests now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Availability {
+    /// Requests are forwarded.
+    #[default]
+    Ready,
+    /// Its health check has not passed yet: requests wait (boundedly) for it.
+    Starting,
+    /// It cannot take requests (stopped, or no address to reach it); the text says why.
+    Unavailable(String),
+}
+
+impl Availability {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Starting => "starting",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// One service.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -80,6 +104,14 @@ pub struct Service {
     pub source: Source,
     /// Observed status; carried over when the service is redeclared.
     pub health: Arc<Health>,
+    /// Other names that address it in `/proxy/{x}/` (container id, short id, name, compose
+    /// service); a name several services share addresses none of them.
+    pub aliases: Vec<String>,
+    /// Whether it takes requests now.
+    pub availability: Availability,
+    /// The index in `upstreams` that last answered, tried first next time; carried over when
+    /// the service is redeclared with the same upstreams.
+    pub preferred: Arc<AtomicUsize>,
 }
 
 impl Service {
@@ -90,18 +122,80 @@ impl Service {
             .map(|url| url.as_str().trim_end_matches('/').to_owned())
             .unwrap_or_default()
     }
+
+    /// The upstreams with their indexes, starting with the one that last answered.
+    pub fn upstream_order(&self) -> impl Iterator<Item = (usize, &reqwest::Url)> {
+        let len = self.upstreams.len();
+        let first = self
+            .preferred
+            .load(Ordering::Relaxed)
+            .min(len.saturating_sub(1));
+        (0..len).map(move |i| {
+            let index = (first + i) % len;
+            (index, &self.upstreams[index])
+        })
+    }
+
+    /// Remembers that the upstream at `index` answered.
+    pub fn remember(&self, index: usize) {
+        self.preferred.store(index, Ordering::Relaxed);
+    }
 }
 
-/// Services by id, from all sources. Reads are lock-free; a source replaces its whole set.
+/// What a name in `/proxy/{x}/` designates.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// One service: by its id, or by an alias no other service has.
+    Found(Arc<Service>),
+    /// An alias that several services share: their ids.
+    Ambiguous(Vec<String>),
+    /// Nothing.
+    Missing,
+}
+
+/// The merged view readers load: services by id, and alias -> ids.
 #[derive(Debug, Default)]
+struct Merged {
+    by_id: BTreeMap<String, Arc<Service>>,
+    aliases: HashMap<String, BTreeSet<String>>,
+}
+
+/// How long a request waits for a starting service by default.
+const DEFAULT_HOLD: Duration = Duration::from_secs(30);
+
+/// Services by id, from all sources. Reads are lock-free; a source replaces its whole set.
+#[derive(Debug)]
 pub struct ServiceTable {
     by_source: Mutex<BTreeMap<Source, Vec<Service>>>,
-    merged: ArcSwap<BTreeMap<String, Arc<Service>>>,
+    merged: ArcSwap<Merged>,
+    /// Bumped on every change, so requests held for a starting service wake up.
+    changed: tokio::sync::watch::Sender<u64>,
+    /// How long a request waits for a starting service, in milliseconds.
+    hold_ms: AtomicU64,
+}
+
+impl Default for ServiceTable {
+    fn default() -> Self {
+        Self {
+            by_source: Mutex::default(),
+            merged: ArcSwap::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+            hold_ms: AtomicU64::new(u64::try_from(DEFAULT_HOLD.as_millis()).unwrap_or(30_000)),
+        }
+    }
 }
 
 impl ServiceTable {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Sets how long a request waits for a service whose health check has not passed yet.
+    pub fn set_hold(&self, hold: Duration) {
+        self.hold_ms.store(
+            u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Replaces every service of `source` with `services`. When two sources declare one id,
@@ -115,41 +209,96 @@ impl ServiceTable {
         let services = services
             .into_iter()
             .map(|mut service| {
-                if let Some(old) = previous.get(&service.id) {
+                if let Some(old) = previous.by_id.get(&service.id) {
                     service.health = Arc::clone(&old.health);
+                    if old.upstreams == service.upstreams {
+                        service.preferred = Arc::clone(&old.preferred);
+                    }
                 }
                 service.source = source;
                 service
             })
             .collect();
         by_source.insert(source, services);
-        let mut merged = BTreeMap::new();
+        let mut merged = Merged::default();
         for services in by_source.values() {
             for service in services {
-                if let Some(kept) = merged.get(&service.id) {
-                    let kept: &Arc<Service> = kept;
+                if let Some(kept) = merged.by_id.get(&service.id) {
                     tracing::warn!(id = %service.id, kept = kept.source.as_str(), ignored = service.source.as_str(), "service declared by two sources");
                     continue;
                 }
-                merged.insert(service.id.clone(), Arc::new(service.clone()));
+                merged
+                    .by_id
+                    .insert(service.id.clone(), Arc::new(service.clone()));
+            }
+        }
+        for service in merged.by_id.values() {
+            for alias in &service.aliases {
+                merged
+                    .aliases
+                    .entry(alias.clone())
+                    .or_default()
+                    .insert(service.id.clone());
             }
         }
         self.merged.store(Arc::new(merged));
+        self.changed.send_modify(|generation| *generation += 1);
     }
 
-    /// The service `id`.
-    pub fn get(&self, id: &str) -> Option<Arc<Service>> {
-        self.merged.load().get(id).cloned()
+    /// What `x` designates: the service with that id, else the one service with that alias.
+    pub fn lookup(&self, x: &str) -> Lookup {
+        let merged = self.merged.load();
+        if let Some(service) = merged.by_id.get(x) {
+            return Lookup::Found(Arc::clone(service));
+        }
+        match merged.aliases.get(x) {
+            Some(ids) if ids.len() == 1 => ids
+                .first()
+                .and_then(|id| merged.by_id.get(id))
+                .map_or(Lookup::Missing, |service| {
+                    Lookup::Found(Arc::clone(service))
+                }),
+            Some(ids) => Lookup::Ambiguous(ids.iter().cloned().collect()),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// Like [`lookup`](Self::lookup), but while the service is starting, waits (up to the hold
+    /// time) for it to become ready, stop or disappear.
+    pub async fn lookup_ready(&self, x: &str) -> Lookup {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.hold_ms.load(Ordering::Relaxed));
+        let mut changes = self.changed.subscribe();
+        loop {
+            let found = self.lookup(x);
+            let starting = matches!(&found, Lookup::Found(service) if service.availability == Availability::Starting);
+            if !starting {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline passed (or the table is gone): answer with what there is.
+                Ok(Err(_)) | Err(_) => return found,
+            }
+        }
+    }
+
+    /// The service `x` designates when it designates exactly one (id or unique alias).
+    pub fn get(&self, x: &str) -> Option<Arc<Service>> {
+        match self.lookup(x) {
+            Lookup::Found(service) => Some(service),
+            Lookup::Ambiguous(_) | Lookup::Missing => None,
+        }
     }
 
     /// Every service, by id.
     pub fn list(&self) -> Vec<Arc<Service>> {
-        self.merged.load().values().cloned().collect()
+        self.merged.load().by_id.values().cloned().collect()
     }
 
     /// The ids, sorted.
     pub fn ids(&self) -> Vec<String> {
-        self.merged.load().keys().cloned().collect()
+        self.merged.load().by_id.keys().cloned().collect()
     }
 }
 
@@ -166,6 +315,9 @@ mod tests {
             labels: BTreeMap::new(),
             source: Source::Static,
             health: Arc::default(),
+            aliases: Vec::new(),
+            availability: Availability::Ready,
+            preferred: Arc::default(),
         }
     }
 
@@ -195,5 +347,78 @@ mod tests {
         table.get("a").expect("a").health.set(Status::Up);
         table.replace_source(Source::Static, vec![service("a", "http://x:2")]);
         assert_eq!(table.get("a").expect("a").health.get(), Status::Up);
+    }
+
+    #[test]
+    fn aliases_resolve_when_unique() {
+        let table = ServiceTable::default();
+        let mut a = service("a", "http://x:1");
+        a.aliases = vec!["web".to_owned(), "abc123".to_owned()];
+        let mut b = service("b", "http://x:2");
+        b.aliases = vec!["web".to_owned(), "a".to_owned()];
+        table.replace_source(Source::Docker, vec![a, b]);
+        assert!(matches!(table.lookup("abc123"), Lookup::Found(s) if s.id == "a"));
+        assert!(
+            matches!(table.lookup("a"), Lookup::Found(s) if s.id == "a"),
+            "an id beats an alias"
+        );
+        match table.lookup("web") {
+            Lookup::Ambiguous(ids) => assert_eq!(ids, vec!["a".to_owned(), "b".to_owned()]),
+            other => panic!("expected ambiguity, got {other:?}"),
+        }
+        assert!(table.get("web").is_none());
+        assert!(matches!(table.lookup("nope"), Lookup::Missing));
+    }
+
+    #[test]
+    fn the_upstream_that_answered_comes_first() {
+        let mut s = service("a", "http://x:1");
+        s.upstreams
+            .push(reqwest::Url::parse("http://x:2").expect("url"));
+        s.upstreams
+            .push(reqwest::Url::parse("http://x:3").expect("url"));
+        s.remember(1);
+        let order: Vec<usize> = s.upstream_order().map(|(i, _)| i).collect();
+        assert_eq!(order, vec![1, 2, 0]);
+        let table = ServiceTable::default();
+        table.replace_source(Source::Static, vec![s.clone()]);
+        table.replace_source(Source::Static, vec![s]);
+        let order: Vec<usize> = table
+            .get("a")
+            .expect("a")
+            .upstream_order()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            order,
+            vec![1, 2, 0],
+            "kept across an identical redeclaration"
+        );
+    }
+
+    #[tokio::test]
+    async fn held_requests_wake_when_the_service_is_ready() {
+        let table = Arc::new(ServiceTable::default());
+        let mut starting = service("a", "http://x:1");
+        starting.availability = Availability::Starting;
+        table.replace_source(Source::Docker, vec![starting.clone()]);
+        let waiter = {
+            let table = Arc::clone(&table);
+            tokio::spawn(async move { table.lookup_ready("a").await })
+        };
+        tokio::task::yield_now().await;
+        starting.availability = Availability::Ready;
+        table.replace_source(Source::Docker, vec![starting]);
+        match waiter.await.expect("join") {
+            Lookup::Found(s) => assert_eq!(s.availability, Availability::Ready),
+            other => panic!("{other:?}"),
+        }
+        let mut stuck = service("b", "http://x:1");
+        stuck.availability = Availability::Starting;
+        table.replace_source(Source::Docker, vec![stuck]);
+        table.set_hold(Duration::from_millis(20));
+        assert!(
+            matches!(table.lookup_ready("b").await, Lookup::Found(s) if s.availability == Availability::Starting)
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::{Metrics, UNROUTED};
 use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
 use crate::proxy::{self, Proxy, ProxyError, Target, assets, escape_html, headers};
-use crate::registry::{ServiceTable, Source, r#static};
+use crate::registry::{Availability, Lookup, Service, ServiceTable, Source, docker, r#static};
 
 /// Options of `portico serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,6 +124,12 @@ async fn list(State(state): State<AppState>, request: Request) -> Response {
                 "status": service.health.get(),
                 "fail_closed": service.fail_closed,
                 "url": format!("/proxy/{}/", service.id),
+                "aliases": service.aliases,
+                "availability": service.availability.as_str(),
+                "reason": match &service.availability {
+                    Availability::Unavailable(reason) => Some(reason.as_str()),
+                    Availability::Ready | Availability::Starting => None,
+                },
             })
         })
         .collect();
@@ -183,6 +189,10 @@ fn unknown(state: &AppState, id: &str, html: bool, started: Instant) -> Response
         id: id.to_owned(),
         known: state.proxy.services().ids(),
     };
+    unrouted(state, &err, html, started)
+}
+
+fn unrouted(state: &AppState, err: &ProxyError, html: bool, started: Instant) -> Response {
     let response = err.render(html);
     state
         .proxy
@@ -192,18 +202,50 @@ fn unknown(state: &AppState, id: &str, html: bool, started: Instant) -> Response
     response
 }
 
+/// The service `/proxy/{x}` names; with `hold`, a starting one is waited for (boundedly).
+/// Unknown is a 404, ambiguous a 409 that lists the candidates.
+async fn resolve(
+    state: &AppState,
+    x: &str,
+    hold: bool,
+    html: bool,
+    started: Instant,
+) -> Result<Arc<Service>, Response> {
+    let services = state.proxy.services();
+    let found = if hold {
+        services.lookup_ready(x).await
+    } else {
+        services.lookup(x)
+    };
+    match found {
+        Lookup::Found(service) => Ok(service),
+        Lookup::Missing => Err(unknown(state, x, html, started)),
+        Lookup::Ambiguous(candidates) => {
+            let err = ProxyError::Ambiguous {
+                id: x.to_owned(),
+                candidates,
+            };
+            Err(unrouted(state, &err, html, started))
+        }
+    }
+}
+
 async fn without_slash(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
+    let html = headers::wants_html(request.headers());
     let Some((id, _)) = split_prefixed(request.uri().path()) else {
-        return unknown(&state, "", headers::wants_html(request.headers()), started);
+        return unknown(&state, "", html, started);
     };
-    let Some(service) = state.proxy.services().get(id) else {
-        return unknown(&state, id, headers::wants_html(request.headers()), started);
+    let upgrade = proxy::websocket::is_upgrade(&request);
+    let service = match resolve(&state, id, upgrade, html, started).await {
+        Ok(service) => service,
+        Err(response) => return response,
     };
-    if proxy::websocket::is_upgrade(&request) {
+    if upgrade {
         // A WebSocket client cannot follow a redirect: serve the root directly.
         let target = Target {
             service,
+            address: id.to_owned(),
             path: "/".to_owned(),
             query: request.uri().query().map(str::to_owned),
         };
@@ -232,11 +274,13 @@ async fn prefixed(State(state): State<AppState>, request: Request) -> Response {
     let Some((id, rest)) = split_prefixed(request.uri().path()) else {
         return unknown(&state, "", html, started);
     };
-    let Some(service) = state.proxy.services().get(id) else {
-        return unknown(&state, id, html, started);
+    let service = match resolve(&state, id, true, html, started).await {
+        Ok(service) => service,
+        Err(response) => return response,
     };
     let target = Target {
         service,
+        address: id.to_owned(),
         path: rest.to_owned(),
         query: request.uri().query().map(str::to_owned),
     };
@@ -269,6 +313,7 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
                 .proxy
                 .handle(
                     Target {
+                        address: service.id.clone(),
                         service,
                         path,
                         query,
@@ -301,6 +346,7 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     _config_watch: Option<r#static::ConfigWatch>,
     _plugin_watch: Option<DirWatch>,
+    _discovery: Option<docker::Discovery>,
 }
 
 impl Running {
@@ -347,6 +393,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         plugins,
         Arc::clone(&metrics),
     )?);
+    let discovery = docker::spawn(
+        config.docker.clone(),
+        Arc::clone(&services),
+        Arc::clone(proxy.plugins()),
+    );
     let config_watch = match &config_path {
         Some(path) => Some(watch_config(path.clone(), &config, &proxy)?),
         None => None,
@@ -376,6 +427,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         task,
         _config_watch: config_watch,
         _plugin_watch: plugin_watch,
+        _discovery: discovery,
     })
 }
 
@@ -388,6 +440,7 @@ fn watch_config(
     let refused = Arc::downgrade(proxy);
     let listen = initial.listen;
     let plugins = initial.plugins.clone();
+    let docker = initial.docker.clone();
     r#static::watch(
         path.clone(),
         move |config| {
@@ -397,6 +450,9 @@ fn watch_config(
             }
             if config.plugins != plugins {
                 tracing::warn!("changed [plugins] settings take effect at the next start");
+            }
+            if config.docker != docker {
+                tracing::warn!("changed [docker] settings take effect at the next start");
             }
             proxy
                 .services()

@@ -38,7 +38,7 @@ pub(super) async fn forward(
     let mut backoff = Backoff::new(&live.retry, ctx.started);
     loop {
         let mut last = None;
-        for base in &ctx.service.upstreams {
+        for (index, base) in ctx.service.upstream_order() {
             let url = upstream_url(base, &upstream.path, upstream.query.as_deref())?;
             let mut attempt = reqwest::Request::new(method.clone(), url);
             *attempt.headers_mut() = request_headers.clone();
@@ -46,6 +46,7 @@ pub(super) async fn forward(
             match send(&proxy.client, attempt, &body, proxy.timeouts.first_byte()).await {
                 Ok(response) => {
                     ctx.service.health.set(Status::Up);
+                    ctx.service.remember(index);
                     return respond(live, &ctx, &method, response).await;
                 }
                 Err(failure) => {

@@ -141,15 +141,17 @@ async fn connect(
     let mut backoff = Backoff::new(&live.retry, ctx.started);
     loop {
         let mut last = None;
-        for base in &ctx.service.upstreams {
+        for (index, base) in ctx.service.upstream_order() {
             let url = upstream_url(base, &plan.path, plan.query.as_deref())?;
             match attempt(proxy, &url, handshake_headers).await {
                 Ok(Ok(connected)) => {
                     ctx.service.health.set(Status::Up);
+                    ctx.service.remember(index);
                     return Ok(Ok(connected));
                 }
                 Ok(Err(refusal)) => {
                     ctx.service.health.set(Status::Up);
+                    ctx.service.remember(index);
                     return Ok(Err(refusal));
                 }
                 Err(failure) => {

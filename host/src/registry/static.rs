@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{Config, parse_upstream};
 
-use super::{Service, Source};
+use super::{Availability, Service, Source};
 
 /// How long the file must be quiet before it is read, so an editor's save is read once whole.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -29,6 +29,9 @@ pub fn services(config: &Config) -> Vec<Service> {
             labels: service.labels.clone(),
             source: Source::Static,
             health: Arc::default(),
+            aliases: Vec::new(),
+            availability: Availability::Ready,
+            preferred: Arc::default(),
         })
         .collect()
 }

@@ -1,0 +1,486 @@
+//! Docker discovery: containers labelled `portico.enable=true` become services, kept current
+//! by following Docker's events, reconnecting with backoff when the engine goes away.
+
+mod container;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use futures_util::StreamExt as _;
+
+use crate::config::{DockerConfig, DockerMode};
+use crate::plugin::PluginRegistry;
+use crate::registry::{ServiceTable, Source};
+
+pub use container::{COMPOSE_SERVICE, ENABLE};
+use container::{Container, Rules, TypeHint};
+
+/// How long one Docker API call may take before the engine counts as unreachable.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Docker's default socket (`DOCKER_HOST` unset).
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+/// The first pause before reconnecting.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// What went wrong talking to Docker.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach Docker at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: bollard::errors::Error,
+    },
+    #[error("Docker at {endpoint} failed: {source}")]
+    Api {
+        endpoint: String,
+        source: bollard::errors::Error,
+    },
+    #[error("Docker's event stream at {endpoint} ended")]
+    StreamEnded { endpoint: String },
+}
+
+/// Keeps discovery running while alive.
+#[derive(Debug)]
+pub struct Discovery {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts discovery into `table` unless `config` turns it off.
+pub fn spawn(
+    config: DockerConfig,
+    table: Arc<ServiceTable>,
+    plugins: Arc<PluginRegistry>,
+) -> Option<Discovery> {
+    if config.enabled == DockerMode::Off {
+        tracing::info!("Docker discovery is off");
+        return None;
+    }
+    table.set_hold(config.starting_wait());
+    let task = tokio::spawn(run(config, table, plugins));
+    Some(Discovery { task })
+}
+
+/// Connects, synchronises and follows events, forever. An outage is logged once; Docker's
+/// services stay as last seen until the engine is back and a full resync replaces them.
+async fn run(config: DockerConfig, table: Arc<ServiceTable>, plugins: Arc<PluginRegistry>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut ever_connected = false;
+    let mut outage_reported = false;
+    loop {
+        match connect(&config.endpoints).await {
+            Ok((docker, endpoint)) => {
+                tracing::info!(%endpoint, "Docker discovery connected");
+                ever_connected = true;
+                outage_reported = false;
+                backoff = FIRST_BACKOFF;
+                let mut follower = Follower::new(&config, docker, endpoint, &table, &plugins);
+                let err = follower.follow().await;
+                tracing::warn!(error = %err, "Docker discovery lost the engine; reconnecting with backoff");
+            }
+            Err(err) if !outage_reported => {
+                outage_reported = true;
+                if !ever_connected && config.enabled == DockerMode::Auto {
+                    tracing::info!(error = %err, "Docker is not reachable; serving the configuration file's services only");
+                } else {
+                    tracing::warn!(error = %err, "Docker is not reachable; retrying in the background");
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "Docker still not reachable"),
+        }
+        // Jitter spreads reconnections of several Porticos after a daemon restart.
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+        backoff = (backoff * 2).min(config.reconnect_max_backoff());
+    }
+}
+
+/// The endpoints to try, in order.
+fn endpoints(configured: &[String]) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => vec![host],
+        _ => vec![DEFAULT_SOCKET.to_owned()],
+    }
+}
+
+/// The first endpoint that answers, with the API version agreed with it.
+async fn connect(configured: &[String]) -> Result<(Docker, String), DockerError> {
+    let mut last = None;
+    for endpoint in endpoints(configured) {
+        let attempt = async {
+            let docker = Docker::connect_with_host(&endpoint)?.with_timeout(API_TIMEOUT);
+            // Older engines refuse newer API versions: agree on the engine's when it is older.
+            docker.negotiate_version().await
+        };
+        match attempt.await {
+            Ok(docker) => return Ok((docker, endpoint)),
+            Err(source) => {
+                tracing::debug!(%endpoint, error = %source, "Docker endpoint did not answer");
+                last = Some(DockerError::Connect { endpoint, source });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| DockerError::StreamEnded {
+        endpoint: "(none)".to_owned(),
+    }))
+}
+
+/// The host of a `tcp://` or `http://` endpoint, where published ports are also reachable.
+fn endpoint_host(endpoint: &str) -> Option<String> {
+    let url = reqwest::Url::parse(&endpoint.replacen("tcp://", "http://", 1)).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    url.host_str()
+        .map(|h| h.trim_matches(['[', ']']).to_owned())
+}
+
+/// One connection's worth of discovery: the containers seen, and the table they feed.
+struct Follower<'a> {
+    config: &'a DockerConfig,
+    docker: Docker,
+    endpoint: String,
+    table: &'a ServiceTable,
+    plugins: &'a PluginRegistry,
+    containers: HashMap<String, Container>,
+    /// Portico's own container (id, networks), when it runs in one.
+    own: Option<(String, Vec<String>)>,
+}
+
+impl<'a> Follower<'a> {
+    fn new(
+        config: &'a DockerConfig,
+        docker: Docker,
+        endpoint: String,
+        table: &'a ServiceTable,
+        plugins: &'a PluginRegistry,
+    ) -> Self {
+        Self {
+            config,
+            docker,
+            endpoint,
+            table,
+            plugins,
+            containers: HashMap::new(),
+            own: None,
+        }
+    }
+
+    fn api(&self, source: bollard::errors::Error) -> DockerError {
+        DockerError::Api {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// Subscribes to events first, then lists, so that nothing that happens during the list is
+    /// missed; then applies events until the stream breaks, which is returned.
+    async fn follow(&mut self) -> DockerError {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "type".to_owned(),
+            vec!["container".to_owned(), "network".to_owned()],
+        );
+        let options = EventsOptions {
+            filters: Some(filters),
+            ..EventsOptions::default()
+        };
+        let mut stream = self.docker.events(Some(options));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // The stream only sends its request when polled: a task polls it from now on.
+        let pump = tokio::spawn(async move {
+            while let Some(event) = stream.next().await {
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let _pump = AbortOnDrop(pump);
+        if let Err(err) = self.resync().await {
+            return err;
+        }
+        while let Some(event) = rx.recv().await {
+            let mut batch = vec![event];
+            // Apply a burst (a compose up) as one table update.
+            while let Ok(event) = rx.try_recv() {
+                batch.push(event);
+            }
+            let mut refresh = Vec::new();
+            let mut own_changed = false;
+            for event in batch {
+                match event {
+                    Ok(event) => {
+                        if let Some(id) = affected(&event) {
+                            own_changed |= self.own.as_ref().is_some_and(|(own, _)| *own == id);
+                            refresh.push(id);
+                        }
+                    }
+                    Err(source) => return self.api(source),
+                }
+            }
+            if own_changed {
+                self.own = self.own_container().await;
+            }
+            refresh.sort();
+            refresh.dedup();
+            for id in refresh {
+                if let Err(err) = self.refresh(&id).await {
+                    return err;
+                }
+            }
+            self.publish();
+        }
+        DockerError::StreamEnded {
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    /// Lists every labelled container anew and replaces Docker's services.
+    async fn resync(&mut self) -> Result<(), DockerError> {
+        self.own = self.own_container().await;
+        let mut label_filters = vec![format!("{ENABLE}=true")];
+        label_filters.extend(
+            self.config
+                .require_labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), label_filters);
+        let listed = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..ListContainersOptions::default()
+            }))
+            .await
+            .map_err(|err| self.api(err))?;
+        self.containers.clear();
+        for summary in listed {
+            if let Some(id) = summary.id {
+                self.refresh(&id).await?;
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Inspects one container and keeps, updates or forgets it.
+    async fn refresh(&mut self, id: &str) -> Result<(), DockerError> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => {
+                match Container::from_inspect(inspect)
+                    .filter(|c| c.selected(&self.config.require_labels))
+                {
+                    Some(container) => {
+                        self.containers.insert(container.id.clone(), container);
+                    }
+                    None => {
+                        self.containers.remove(id);
+                    }
+                }
+                Ok(())
+            }
+            // Removed between the event and the inspection.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.containers.retain(|key, _| !key.starts_with(id));
+                Ok(())
+            }
+            Err(err) => Err(self.api(err)),
+        }
+    }
+
+    /// Portico's own container and its networks, when Portico runs in a container.
+    async fn own_container(&self) -> Option<(String, Vec<String>)> {
+        let name = match &self.config.self_container {
+            Some(name) => name.clone(),
+            None if std::path::Path::new("/.dockerenv").exists() => {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()?
+                    .trim()
+                    .to_owned()
+            }
+            None => return None,
+        };
+        let inspect = self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .inspect_err(|err| tracing::debug!(container = %name, error = %err, "Portico's own container not found"))
+            .ok()?;
+        let own = Container::from_inspect(inspect)?;
+        let networks = own.networks.into_iter().map(|a| a.network).collect();
+        Some((own.id, networks))
+    }
+
+    /// Turns the containers into services and hands them to the table.
+    fn publish(&self) {
+        let hints: Vec<TypeHint> = self
+            .plugins
+            .plugins()
+            .iter()
+            .flat_map(|plugin| {
+                let info = plugin.info();
+                info.service_types.iter().map(|service_type| TypeHint {
+                    service_type: service_type.clone(),
+                    default_port: info.default_port,
+                    detect: info.detect.clone(),
+                })
+            })
+            .collect();
+        let docker_host = endpoint_host(&self.endpoint);
+        let published_hosts: Vec<String> = self
+            .config
+            .published_hosts
+            .iter()
+            .filter_map(|host| match host.as_str() {
+                "docker-host" => docker_host.clone(),
+                other => Some(other.to_owned()),
+            })
+            .collect();
+        let own_networks = self
+            .own
+            .as_ref()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let mut containers: Vec<Container> = self.containers.values().cloned().collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let services = container::services(
+            &containers,
+            &Rules {
+                hints: &hints,
+                address_order: &self.config.address_order,
+                published_hosts: &published_hosts,
+                own_networks: &own_networks,
+            },
+        );
+        let summary: BTreeMap<&str, &str> = services
+            .iter()
+            .map(|s| (s.id.as_str(), s.availability.as_str()))
+            .collect();
+        tracing::debug!(?summary, "Docker services updated");
+        self.table.replace_source(Source::Docker, services);
+    }
+}
+
+/// The container an event concerns, when the event can change what Portico serves. Health
+/// checks run as execs: their events are frequent and change nothing, so they are ignored.
+fn affected(event: &EventMessage) -> Option<String> {
+    let action = event.action.as_deref().unwrap_or_default();
+    let actor = event.actor.as_ref()?;
+    match event.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => {
+            let relevant = matches!(
+                action,
+                "create"
+                    | "start"
+                    | "restart"
+                    | "die"
+                    | "stop"
+                    | "kill"
+                    | "destroy"
+                    | "rename"
+                    | "pause"
+                    | "unpause"
+                    | "update"
+                    | "oom"
+            ) || action.starts_with("health_status");
+            relevant.then(|| actor.id.clone()).flatten()
+        }
+        Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
+            actor.attributes.as_ref()?.get("container").cloned()
+        }
+        _ => None,
+    }
+}
+
+/// Aborts a task when dropped, so a broken connection leaves nothing running.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    fn event(
+        typ: EventMessageTypeEnum,
+        action: &str,
+        id: &str,
+        container: Option<&str>,
+    ) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.to_owned()),
+            actor: Some(EventActor {
+                id: Some(id.to_owned()),
+                attributes: container.map(|c| {
+                    [("container".to_owned(), c.to_owned())]
+                        .into_iter()
+                        .collect()
+                }),
+            }),
+            ..EventMessage::default()
+        }
+    }
+
+    #[test]
+    fn events_that_matter() {
+        use EventMessageTypeEnum::{CONTAINER, IMAGE, NETWORK};
+        assert_eq!(
+            affected(&event(CONTAINER, "die", "c1", None)).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            affected(&event(CONTAINER, "health_status: healthy", "c1", None)).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            affected(&event(CONTAINER, "exec_start: /bin/true", "c1", None)),
+            None
+        );
+        assert_eq!(
+            affected(&event(NETWORK, "connect", "n1", Some("c2"))).as_deref(),
+            Some("c2")
+        );
+        assert_eq!(affected(&event(NETWORK, "create", "n1", None)), None);
+        assert_eq!(affected(&event(IMAGE, "pull", "i", None)), None);
+    }
+
+    #[test]
+    fn endpoints_and_hosts() {
+        assert_eq!(
+            endpoints(&["tcp://a:2375".to_owned()]),
+            vec!["tcp://a:2375".to_owned()]
+        );
+        assert_eq!(
+            endpoint_host("tcp://10.1.2.3:2375").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(endpoint_host("unix:///var/run/docker.sock"), None);
+    }
+}
