@@ -1,3 +1,5 @@
 //! Shared helpers for the integration tests.
 
+pub mod docker;
+pub mod e2e;
 pub mod proxy;
