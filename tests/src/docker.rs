@@ -1,0 +1,303 @@
+//! Helpers for the Docker tests: the engine check (skip loudly, or fail under
+//! `PORTICO_REQUIRE_DOCKER=1`), locally built images, and containers and networks that are
+//! removed when the test ends, however it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// The app image: Debian's static busybox on `scratch`, serving `$APP` on port 8080.
+pub const APP_IMAGE: &str = "portico-test-busybox:latest";
+/// Portico itself on `scratch`, with the glibc it links against (tagged with the binary's
+/// modification time).
+pub const PORTICO_IMAGE: &str = "portico-test-portico";
+/// The label every test object carries, valued with the run id.
+pub const RUN_LABEL: &str = "portico.test-run";
+
+/// Runs `docker args...` and returns its trimmed stdout.
+pub fn docker<I, S>(args: I) -> anyhow::Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let output = Command::new("docker")
+        .args(&args)
+        // The classic builder: this machine has no buildx, and nothing here needs BuildKit.
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .context("running the docker CLI")?;
+    if !output.status.success() {
+        bail!(
+            "docker {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// True when a Docker Engine answers. When none does, prints a SKIP line and returns false,
+/// or panics when `PORTICO_REQUIRE_DOCKER=1` (CI), so a skip cannot pass unnoticed there.
+pub fn available(test: &str) -> bool {
+    match docker(["version", "--format", "{{.Server.Version}}"]) {
+        Ok(_) => true,
+        Err(err) => {
+            if std::env::var("PORTICO_REQUIRE_DOCKER").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: PORTICO_REQUIRE_DOCKER=1 but no Docker Engine is reachable: {err:#}"
+                );
+            }
+            eprintln!("SKIP {test}: no Docker Engine is reachable ({err:#})");
+            false
+        }
+    }
+}
+
+/// Serialises image builds inside one test binary; `docker build` of one tag from several
+/// binaries at once is harmless (same content, last one wins).
+static BUILDS: Mutex<()> = Mutex::new(());
+
+/// Builds `tag` from `dockerfile` and the files in `context` unless it exists already.
+fn build_once(tag: &str, dockerfile: &str, files: &[(&str, &Path)]) -> anyhow::Result<()> {
+    let _guard = BUILDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if docker(["image", "inspect", "--format", "{{.Id}}", tag]).is_ok() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir().context("creating the build context")?;
+    for (name, source) in files {
+        let target = dir.path().join(name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(source, &target)
+            .with_context(|| format!("copying {} into the build context", source.display()))?;
+    }
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile)?;
+    docker([
+        "build".as_ref(),
+        "-q".as_ref(),
+        "-t".as_ref(),
+        tag.as_ref(),
+        dir.path().as_os_str(),
+    ])
+    .with_context(|| format!("building {tag}"))?;
+    Ok(())
+}
+
+/// The app image, built from `/bin/busybox` (Debian's busybox-static) on first use.
+pub fn app_image() -> anyhow::Result<&'static str> {
+    let busybox = Path::new("/bin/busybox");
+    anyhow::ensure!(
+        busybox.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static"
+    );
+    let dockerfile = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN mkdir -p /tmp
+EXPOSE 8080
+CMD ["/bin/sh", "-c", "mkdir -p /tmp/www && echo \"${APP:-app}\" > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+"#;
+    build_once(APP_IMAGE, dockerfile, &[("busybox", busybox)])?;
+    Ok(APP_IMAGE)
+}
+
+/// The Portico binary of this build: next to the test binary's `deps` directory, built with
+/// cargo when missing.
+fn portico_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no profile directory")?;
+    let binary = profile_dir.join("portico");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "portico", "--bin", "portico"])
+            .status()
+            .context("building the portico binary")?;
+        anyhow::ensure!(status.success(), "cargo build -p portico failed");
+    }
+    Ok(binary)
+}
+
+/// A Portico image: the binary, stripped of debug info, and the shared libraries `ldd` names,
+/// on `scratch`. Rebuilt whenever the binary changed (the tag carries its modification time).
+pub fn portico_image() -> anyhow::Result<String> {
+    let binary = portico_binary()?;
+    let stamp = std::fs::metadata(&binary)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let tag = format!("{PORTICO_IMAGE}:{stamp}");
+    let stripped = tempfile::tempdir()?;
+    let small = stripped.path().join("portico");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&binary)
+        .arg(&small)
+        .status();
+    let binary_in_context = match status {
+        Ok(status) if status.success() => small,
+        // Without binutils the full binary works too, only slower to send to the engine.
+        _ => binary.clone(),
+    };
+    let ldd = Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .context("running ldd")?;
+    let mut files: Vec<(String, PathBuf)> = vec![("rootfs/portico".to_owned(), binary_in_context)];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            files.push((format!("rootfs{path}"), PathBuf::from(path)));
+        }
+    }
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nENV HOME=/tmp\nENTRYPOINT [\"/portico\"]\n";
+    let borrowed: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(name, path)| (name.as_str(), path.as_path()))
+        .collect();
+    build_once(&tag, dockerfile, &borrowed)?;
+    Ok(tag)
+}
+
+/// A test's Docker objects: everything created through it carries `portico.test-run=<id>`
+/// and is removed on drop, also when the test panics.
+#[derive(Debug)]
+pub struct Run {
+    pub id: String,
+    networks: Mutex<Vec<String>>,
+}
+
+impl Run {
+    /// A run with an id unique on this machine (pid, counter, time), usable in names.
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let id = format!(
+            "t{}-{}-{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos
+        );
+        Self {
+            id,
+            networks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A name unique to this run.
+    pub fn name(&self, what: &str) -> String {
+        format!("{what}-{}", self.id)
+    }
+
+    /// `[docker]` settings that make a Portico see only this run's containers.
+    pub fn docker_config(&self) -> String {
+        format!(
+            "\n[docker]\nenabled = true\nrequire_labels = {{ \"{RUN_LABEL}\" = \"{}\" }}\n",
+            self.id
+        )
+    }
+
+    /// Creates a bridge network; returns its name.
+    pub fn network(&self, what: &str) -> anyhow::Result<String> {
+        let name = self.name(what);
+        docker([
+            "network",
+            "create",
+            "--label",
+            &format!("{RUN_LABEL}={}", self.id),
+            &name,
+        ])?;
+        self.networks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
+        Ok(name)
+    }
+
+    /// `docker run -d` with this run's label, then `args` (options, image and command);
+    /// returns the container id.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let label = format!("{RUN_LABEL}={}", self.id);
+        let mut all = vec!["run", "-d", "--label", &label];
+        all.extend_from_slice(args);
+        docker(all)
+    }
+
+    /// The container's IP on `network`.
+    pub fn ip(&self, container: &str, network: &str) -> anyhow::Result<String> {
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        let ip = docker(["inspect", "--format", &format, container])?;
+        anyhow::ensure!(!ip.is_empty(), "{container} has no IP on {network}");
+        Ok(ip)
+    }
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let filter = format!("label={RUN_LABEL}={}", self.id);
+        if let Ok(ids) = docker(["ps", "-aq", "--filter", &filter]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids);
+                if let Err(err) = docker(args) {
+                    eprintln!("cleanup of run {}: {err:#}", self.id);
+                }
+            }
+        }
+        let networks = std::mem::take(
+            &mut *self
+                .networks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for network in networks {
+            if let Err(err) = docker(["network", "rm", &network]) {
+                eprintln!("cleanup of run {}: {err:#}", self.id);
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit` (a hang guard).
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("gave up waiting: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
