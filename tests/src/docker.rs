@@ -210,8 +210,13 @@ impl Run {
 
     /// `[docker]` settings that make a Portico see only this run's containers.
     pub fn docker_config(&self) -> String {
+        self.docker_config_with("")
+    }
+
+    /// [`docker_config`](Self::docker_config) plus `extra` lines of the `[docker]` section.
+    pub fn docker_config_with(&self, extra: &str) -> String {
         format!(
-            "\n[docker]\nenabled = true\nrequire_labels = {{ \"{RUN_LABEL}\" = \"{}\" }}\n",
+            "\n[docker]\nenabled = true\nrequire_labels = {{ \"{RUN_LABEL}\" = \"{}\" }}\n{extra}\n",
             self.id
         )
     }
