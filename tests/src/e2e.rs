@@ -399,6 +399,9 @@ impl Session {
                 error = error
             ));
         }
+        // The request list of a passing run is kept too: it shows what a framework fetches.
+        let log = artifacts_dir().join(format!("{}-browser.log", self.name));
+        let _ = std::fs::write(&log, self.browser.log_text().await);
         self.browser
             .client
             .clone()

@@ -60,9 +60,17 @@ pub fn claim_path(path: &str) -> u32 {
 pub fn index_page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
     let mut page = html.to_vec();
     let mut changed = false;
-    let config_from = br#""requests_pathname_prefix":"/""#;
-    let config_to = format!(r#""requests_pathname_prefix":"{prefix}/""#);
-    let mut edits: Vec<(Vec<u8>, Vec<u8>)> = vec![(config_from.to_vec(), config_to.into_bytes())];
+    // Dash serialises its config with Flask's HTML-safe JSON, which writes `/` as `\u002f`
+    // (a plain `/` is handled too); the replacement keeps the style it finds.
+    let key = r#""requests_pathname_prefix":"#;
+    let mut edits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for slash in ["/", r"\u002f"] {
+        let value = json_string_body(&format!("{prefix}/")).replace('/', slash);
+        edits.push((
+            format!(r#"{key}"{slash}""#).into_bytes(),
+            format!(r#"{key}"{value}""#).into_bytes(),
+        ));
+    }
     for path in ["/_dash-", "/assets/", "/_favicon.ico"] {
         edits.push((
             format!("\"{path}").into_bytes(),
@@ -80,6 +88,22 @@ pub fn index_page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
         changed = true;
     }
     changed.then_some(page)
+}
+
+/// `text` escaped for the inside of a JSON string in an HTML `<script>`: quotes, backslashes,
+/// control characters and `<` (so no `</script>` can close the element early).
+fn json_string_body(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '<' => out.push_str("\\u003c"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 export_plugin!(Dash);
@@ -108,6 +132,22 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("/proxy/d/proxy/d"), "prefixed twice: {out}");
+    }
+
+    #[test]
+    fn index_page_of_dash_4_with_escaped_slashes() {
+        // Dash 4 writes the config with `/` escaped as `\u002f`.
+        let page = br#"<script id="_dash-config" type="application/json">{"url_base_pathname":null,"requests_pathname_prefix":"\u002f","ui":false}</script>"#;
+        let out = String::from_utf8(index_page(page, "/proxy/d").expect("changed")).expect("utf-8");
+        assert!(
+            out.contains(r#""requests_pathname_prefix":"\u002fproxy\u002fd\u002f""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn config_value_is_escaped() {
+        assert_eq!(json_string_body(r#"/a"b\c</"#), r#"/a\"b\\c\u003c/"#);
     }
 
     #[test]
