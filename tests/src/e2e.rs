@@ -726,12 +726,16 @@ impl Browser {
     async fn network_failures(&mut self) -> anyhow::Result<Vec<String>> {
         self.collect_logs().await?;
         let ws_origin = self.origin.replacen("http://", "ws://", 1);
+        // Chromium asks the origin for `/favicon.ico` by itself when a document (a JSON
+        // response, say) names no icon: that is the browser's probe, not the app's resource.
+        let favicon_probe = format!("{}/favicon.ico", self.origin);
         let ours: Vec<&Exchange> = self
             .exchanges()
             .into_iter()
             .filter(|exchange| {
                 exchange.url.starts_with(&self.origin) || exchange.url.starts_with(&ws_origin)
             })
+            .filter(|exchange| exchange.url != favicon_probe)
             .collect();
         // An empty log means the logging broke, not that nothing failed.
         if ours.is_empty() {
@@ -756,6 +760,9 @@ impl Browser {
         }
         text.push_str("== network ==\n");
         for exchange in self.exchanges() {
+            if exchange.url.is_empty() {
+                continue;
+            }
             let _ = writeln!(text, "{}", describe(exchange));
         }
         text.push_str("== console ==\n");
