@@ -62,8 +62,9 @@ pub fn available(test: &str) -> bool {
 /// binaries at once is harmless (same content, last one wins).
 static BUILDS: Mutex<()> = Mutex::new(());
 
-/// Builds `tag` from `dockerfile` and the files in `context` unless it exists already.
-fn build_once(tag: &str, dockerfile: &str, files: &[(&str, &Path)]) -> anyhow::Result<()> {
+/// Builds `tag` from `dockerfile` and `files` (name in the context, source; `None` makes an
+/// empty file) unless the image exists already.
+fn build_once(tag: &str, dockerfile: &str, files: &[(&str, Option<&Path>)]) -> anyhow::Result<()> {
     let _guard = BUILDS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -76,8 +77,14 @@ fn build_once(tag: &str, dockerfile: &str, files: &[(&str, &Path)]) -> anyhow::R
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(source, &target)
-            .with_context(|| format!("copying {} into the build context", source.display()))?;
+        match source {
+            Some(source) => {
+                std::fs::copy(source, &target).with_context(|| {
+                    format!("copying {} into the build context", source.display())
+                })?;
+            }
+            None => std::fs::write(&target, b"")?,
+        }
     }
     std::fs::write(dir.path().join("Dockerfile"), dockerfile)?;
     docker([
@@ -105,7 +112,7 @@ RUN mkdir -p /tmp
 EXPOSE 8080
 CMD ["/bin/sh", "-c", "mkdir -p /tmp/www && echo \"${APP:-app}\" > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
 "#;
-    build_once(APP_IMAGE, dockerfile, &[("busybox", busybox)])?;
+    build_once(APP_IMAGE, dockerfile, &[("busybox", Some(busybox))])?;
     Ok(APP_IMAGE)
 }
 
@@ -154,7 +161,11 @@ pub fn portico_image() -> anyhow::Result<String> {
         .arg(&binary)
         .output()
         .context("running ldd")?;
-    let mut files: Vec<(String, PathBuf)> = vec![("rootfs/portico".to_owned(), binary_in_context)];
+    let mut files: Vec<(String, Option<PathBuf>)> = vec![
+        ("rootfs/portico".to_owned(), Some(binary_in_context)),
+        // Portico caches compiled plugins under $HOME; scratch has no /tmp of its own.
+        ("rootfs/tmp/.keep".to_owned(), None),
+    ];
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
         let path = line
@@ -163,15 +174,21 @@ pub fn portico_image() -> anyhow::Result<String> {
             .and_then(|rest| rest.split_whitespace().next())
             .filter(|p| p.starts_with('/'));
         if let Some(path) = path {
-            files.push((format!("rootfs{path}"), PathBuf::from(path)));
+            files.push((format!("rootfs{path}"), Some(PathBuf::from(path))));
         }
     }
     let dockerfile = "FROM scratch\nCOPY rootfs/ /\nENV HOME=/tmp\nENTRYPOINT [\"/portico\"]\n";
-    let borrowed: Vec<(&str, &Path)> = files
+    let borrowed: Vec<(&str, Option<&Path>)> = files
         .iter()
-        .map(|(name, path)| (name.as_str(), path.as_path()))
+        .map(|(name, path)| (name.as_str(), path.as_deref()))
         .collect();
     build_once(&tag, dockerfile, &borrowed)?;
+    // Images of earlier builds of the binary are of no further use.
+    if let Ok(tags) = docker(["images", PORTICO_IMAGE, "--format", "{{.Tag}}"]) {
+        for old in tags.lines().filter(|t| *t != stamp.to_string()) {
+            let _ = docker(["rmi", &format!("{PORTICO_IMAGE}:{old}")]);
+        }
+    }
     Ok(tag)
 }
 
@@ -286,6 +303,14 @@ impl Drop for Run {
                 eprintln!("cleanup of run {}: {err:#}", self.id);
             }
         }
+    }
+}
+
+/// The engine's Unix socket on this machine (`DOCKER_HOST=unix://...`, else the default).
+pub fn socket_path() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if host.starts_with("unix://") => host.trim_start_matches("unix://").to_owned(),
+        _ => "/var/run/docker.sock".to_owned(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use portico::registry::{Availability, ServiceTable};
-use portico_tests::docker::{Run, app_image, available, docker, wait_for};
+use portico_tests::docker::{Run, app_image, available, docker, socket_path, wait_for};
 use portico_tests::proxy::Portico;
 use serde_json::Value;
 
@@ -255,12 +255,7 @@ impl Relay {
     async fn start(port: u16) -> anyhow::Result<(Self, u16)> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
-        let socket = match std::env::var("DOCKER_HOST") {
-            Ok(host) if host.starts_with("unix://") => {
-                host.trim_start_matches("unix://").to_owned()
-            }
-            _ => "/var/run/docker.sock".to_owned(),
-        };
+        let socket = socket_path();
         let task = tokio::spawn(async move {
             // Connection tasks live in this set: aborting the relay drops them all.
             let mut connections = tokio::task::JoinSet::new();

@@ -549,7 +549,7 @@ mod tests {
         );
         let c = container("n", &[]);
         assert_eq!(
-            urls(&build(&[c.clone()], &["proj_back".to_owned()])[0])[0],
+            urls(&build(std::slice::from_ref(&c), &["proj_back".to_owned()])[0])[0],
             "http://172.20.0.3:8080/",
             "the network Portico shares"
         );
