@@ -284,3 +284,12 @@ async fn without_docker_the_file_is_served() -> anyhow::Result<()> {
     portico.running.shutdown().await?;
     Ok(())
 }
+
+#[test]
+fn the_compose_example_configuration_is_valid() -> anyhow::Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/compose/portico.toml");
+    let config = portico::config::Config::load(&path)?;
+    assert_eq!(config.docker.enabled, portico::config::DockerMode::On);
+    Ok(())
+}
