@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -341,7 +342,12 @@ impl Session {
                 if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
                     panic!("{name}: {reason} ({REQUIRE_ENV}=1 requires the browser tests)");
                 }
-                eprintln!("SKIP {name}: {reason} (set {REQUIRE_ENV}=1 to make this a failure)");
+                // Written to the process's stderr, not through eprintln!, which the test
+                // harness captures and hides for a test that passes.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIP {name}: {reason} (set {REQUIRE_ENV}=1 to make this a failure)"
+                );
                 return Ok(None);
             }
         };
