@@ -2,6 +2,7 @@
 //! `PORTICO_REQUIRE_DOCKER=1`), locally built images, and containers and networks that are
 //! removed when the test ends, however it ends.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -52,7 +53,12 @@ pub fn available(test: &str) -> bool {
                     "{test}: PORTICO_REQUIRE_DOCKER=1 but no Docker Engine is reachable: {err:#}"
                 );
             }
-            eprintln!("SKIP {test}: no Docker Engine is reachable ({err:#})");
+            // Straight to the process's stderr: eprintln! is captured for a passing test,
+            // and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: no Docker Engine is reachable ({err:#}); set PORTICO_REQUIRE_DOCKER=1 to make this a failure"
+            );
             false
         }
     }
