@@ -417,13 +417,15 @@ impl Session {
         Ok(())
     }
 
+    /// Saves `{name}-failed.png`, `{name}-failed-browser.log` and copies of the apps' logs;
+    /// named apart from a passing run's logs so that a later run does not overwrite them.
     async fn save_artifacts(&mut self) -> String {
         let dir = artifacts_dir();
         if let Err(error) = std::fs::create_dir_all(&dir) {
             return format!("(cannot create {}: {error})", dir.display());
         }
         let mut note = format!("artifacts in {}:", dir.display());
-        let screenshot = dir.join(format!("{}.png", self.name));
+        let screenshot = dir.join(format!("{}-failed.png", self.name));
         match self.browser.client.screenshot().await {
             Ok(png) if std::fs::write(&screenshot, &png).is_ok() => {
                 let _ = write!(note, " {}", screenshot.display());
@@ -433,12 +435,28 @@ impl Session {
                 let _ = write!(note, " (no screenshot: {error})");
             }
         }
-        let log = dir.join(format!("{}-browser.log", self.name));
+        let log = dir.join(format!("{}-failed-browser.log", self.name));
         if std::fs::write(&log, self.browser.log_text().await).is_ok() {
             let _ = write!(note, " {}", log.display());
         }
+        // Portico's counters show upstream errors, retries and open WebSockets at the failure.
+        let metrics = dir.join(format!("{}-failed-metrics.txt", self.name));
+        if let Ok(response) = self
+            .portico
+            .client
+            .get(self.portico.url("/metrics"))
+            .send()
+            .await
+            && let Ok(text) = response.text().await
+            && std::fs::write(&metrics, text).is_ok()
+        {
+            let _ = write!(note, " {}", metrics.display());
+        }
         for app in &self.apps {
-            let _ = write!(note, " {}", app.process.log.display());
+            let copy = dir.join(format!("{}-failed-{}.log", self.name, app.kind.id()));
+            if std::fs::copy(&app.process.log, &copy).is_ok() {
+                let _ = write!(note, " {}", copy.display());
+            }
         }
         note
     }
