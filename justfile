@@ -17,6 +17,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: the plugin cost of one request.
+# Benchmarks: the plugin cost of one request, then direct vs Portico vs nginx (needs wrk;
+# nginx when installed). Figures are printed and saved under target/bench/.
 bench:
+    cargo build --release -p portico
     cargo bench -p portico --bench plugin_calls
+    cargo bench -p portico --bench proxy
