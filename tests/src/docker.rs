@@ -246,14 +246,18 @@ impl Run {
 
     /// Creates a bridge network; returns its name.
     pub fn network(&self, what: &str) -> anyhow::Result<String> {
+        self.network_with(what, &[])
+    }
+
+    /// Creates a bridge network with `docker network create` `options` (`--internal`, say);
+    /// returns its name.
+    pub fn network_with(&self, what: &str, options: &[&str]) -> anyhow::Result<String> {
         let name = self.name(what);
-        docker([
-            "network",
-            "create",
-            "--label",
-            &format!("{RUN_LABEL}={}", self.id),
-            &name,
-        ])?;
+        let label = format!("{RUN_LABEL}={}", self.id);
+        let mut args = vec!["network", "create", "--label", &label];
+        args.extend_from_slice(options);
+        args.push(&name);
+        docker(args)?;
         self.networks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -310,6 +314,115 @@ impl Drop for Run {
             }
         }
     }
+}
+
+/// Waits until the host side of the bridge `network` (the bridge and its container ports) has
+/// its IPv6 link-local addresses, which the kernel adds a second or two after a container
+/// starts. Chromium aborts requests in flight with `ERR_NETWORK_CHANGED` when a host address
+/// appears, so a browser test lets the network settle first. A hang guard of `limit`, after
+/// which it carries on (a host without IPv6 never gets the addresses).
+pub async fn settle(network: &str, limit: Duration) -> anyhow::Result<()> {
+    let id = docker(["network", "inspect", "--format", "{{.Id}}", network])?;
+    let bridge = format!("br-{}", id.get(..12).unwrap_or(&id));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut interfaces = vec![bridge.clone()];
+        if let Ok(ports) = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif")) {
+            interfaces.extend(
+                ports
+                    .flatten()
+                    .map(|p| p.file_name().to_string_lossy().into()),
+            );
+        }
+        let addresses = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+        let pending = interfaces.iter().find(|interface| {
+            let disabled = std::fs::read_to_string(format!(
+                "/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"
+            ))
+            .map_or(true, |value| value.trim() == "1");
+            // Fields: address, index, prefix length, scope, flags (0x40 tentative), name.
+            let settled = addresses.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(5) == Some(&interface.as_str())
+                    && fields
+                        .get(4)
+                        .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                        .is_some_and(|flags| flags & 0x40 == 0)
+            });
+            !disabled && !settled
+        });
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() > deadline {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{network}: {pending} has no IPv6 link-local address after {limit:?}; going on"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A container's output, stdout then stderr (`docker logs`).
+pub fn logs(container: &str) -> anyhow::Result<String> {
+    let output = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .context("running docker logs")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "docker logs {container} failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+/// How a container on the busybox [`app_image`] runs the host's `python` (a virtualenv's, say)
+/// without a Python image: the interpreter to run inside, and `-v` read-only bind mounts of the
+/// host paths it needs at the same paths (`/usr`, `/lib`, `/lib64`, the base installation when
+/// outside `/usr` and the virtualenv).
+pub fn host_python(python: &Path) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import sys; print(sys.prefix); print(sys.base_prefix)",
+        ])
+        .output()
+        .with_context(|| format!("asking {} for its prefixes", python.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let text = String::from_utf8(output.stdout).context("the prefixes are not UTF-8")?;
+    let mut lines = text.lines();
+    let (Some(prefix), Some(base)) = (lines.next(), lines.next()) else {
+        bail!("{} printed no prefixes: {text:?}", python.display());
+    };
+    let mut paths: Vec<&str> = ["/usr", "/lib", "/lib64"]
+        .into_iter()
+        .filter(|path| Path::new(path).exists())
+        .collect();
+    for path in [base, prefix] {
+        if !paths
+            .iter()
+            .any(|mounted| Path::new(path).starts_with(mounted))
+        {
+            paths.push(path);
+        }
+    }
+    let mounts = paths
+        .iter()
+        .flat_map(|path| ["-v".to_owned(), format!("{path}:{path}:ro")])
+        .collect();
+    Ok((Path::new(prefix).join("bin/python"), mounts))
 }
 
 /// The engine's Unix socket on this machine (`DOCKER_HOST=unix://...`, else the default).

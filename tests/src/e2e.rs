@@ -28,7 +28,7 @@ pub const REQUIRE_ENV: &str = "PORTICO_REQUIRE_BROWSER";
 
 /// How long an app, the driver or a page condition may take. Generous: these are hang guards on
 /// a loaded 2-core machine, not timing assertions.
-const APP_START: Duration = Duration::from_secs(180);
+pub const APP_START: Duration = Duration::from_secs(180);
 const CONDITION: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 
@@ -127,6 +127,26 @@ fn tools() -> &'static Result<Tools, String> {
             python,
         })
     })
+}
+
+/// The tools, or `None` after a SKIP line naming what is missing; a panic instead when
+/// `PORTICO_REQUIRE_BROWSER=1`.
+pub fn tools_or_skip(test: &str) -> Option<&'static Tools> {
+    match tools() {
+        Ok(tools) => Some(tools),
+        Err(reason) => {
+            if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
+                panic!("{test}: {reason} ({REQUIRE_ENV}=1 requires the browser tests)");
+            }
+            // Written to the process's stderr, not through eprintln!, which the test
+            // harness captures and hides for a test that passes.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: {reason} (set {REQUIRE_ENV}=1 to make this a failure)"
+            );
+            None
+        }
+    }
 }
 
 fn find_program(names: &[&str]) -> Option<PathBuf> {
@@ -336,20 +356,8 @@ impl Session {
     /// Starts `kinds` behind a Portico (service ids are [`Kind::id`]) and a browser, or returns
     /// `None` after a SKIP line when the machine lacks what the test needs.
     pub async fn open(name: &str, kinds: &[Kind]) -> anyhow::Result<Option<Self>> {
-        let tools = match tools() {
-            Ok(tools) => tools,
-            Err(reason) => {
-                if std::env::var(REQUIRE_ENV).is_ok_and(|value| value == "1") {
-                    panic!("{name}: {reason} ({REQUIRE_ENV}=1 requires the browser tests)");
-                }
-                // Written to the process's stderr, not through eprintln!, which the test
-                // harness captures and hides for a test that passes.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIP {name}: {reason} (set {REQUIRE_ENV}=1 to make this a failure)"
-                );
-                return Ok(None);
-            }
+        let Some(tools) = tools_or_skip(name) else {
+            return Ok(None);
         };
         let slot = BROWSER_SLOT.lock().await;
         let mut apps = Vec::new();
@@ -363,7 +371,27 @@ impl Session {
             ));
             apps.push(app);
         }
-        let portico = Portico::start(&services).await?;
+        Self::connect(name, tools, apps, &services, slot)
+            .await
+            .map(Some)
+    }
+
+    /// A session for apps started elsewhere (in containers, say): Portico runs with `body` as
+    /// its configuration (see [`Portico::start`]) and the browser opens on it.
+    pub async fn open_with_config(name: &str, tools: &Tools, body: &str) -> anyhow::Result<Self> {
+        let slot = BROWSER_SLOT.lock().await;
+        Self::connect(name, tools, Vec::new(), body, slot).await
+    }
+
+    /// Starts Portico with `body`, chromedriver and the browser, once the apps run.
+    async fn connect(
+        name: &str,
+        tools: &Tools,
+        apps: Vec<App>,
+        body: &str,
+        slot: tokio::sync::MutexGuard<'static, ()>,
+    ) -> anyhow::Result<Self> {
+        let portico = Portico::start(body).await?;
         let driver_port = free_port()?;
         let mut driver = Process::spawn(
             Command::new(&tools.chromedriver).arg(format!("--port={driver_port}")),
@@ -372,14 +400,14 @@ impl Session {
         let driver_url = format!("http://127.0.0.1:{driver_port}");
         wait_ready(&mut driver, "chromedriver", &format!("{driver_url}/status")).await?;
         let browser = Browser::connect(&driver_url, &tools.chromium, portico.url("")).await?;
-        Ok(Some(Self {
+        Ok(Self {
             name: name.to_owned(),
             apps,
             portico,
             browser,
             driver,
             _slot: slot,
-        }))
+        })
     }
 
     /// Checks the network log after the scenario's `outcome`; on any failure saves a screenshot
@@ -821,4 +849,37 @@ fn describe(exchange: &Exchange) -> String {
             .map(|failure| format!(" FAILED: {failure}"))
             .unwrap_or_default()
     )
+}
+
+/// The Streamlit scenario on the app of `tests/apps/streamlit` served under `prefix`
+/// (`/proxy/{id}/`): the title renders, a text input and a button rerun the script, and a file
+/// upload reaches it.
+pub async fn streamlit_scenario(browser: &Browser, prefix: &str) -> anyhow::Result<()> {
+    browser.goto(prefix).await?;
+    // The title is sent by the script over the WebSocket: rendering it proves the connection.
+    browser.wait_text("h1", "Portico Streamlit test").await?;
+
+    let enter = char::from(fantoccini::key::Key::Enter);
+    browser
+        .type_into("input[aria-label='Your name']", &format!("Portico{enter}"))
+        .await?;
+    browser.click("[data-testid='stButton'] button").await?;
+    browser.wait_text("body", "Hello, Portico!").await?;
+
+    // The upload is a PUT with Streamlit's XSRF token, then a rerun that reads the file.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("upload.txt");
+    std::fs::write(&file, "x".repeat(1234))?;
+    let path = file
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("a UTF-8 temp path"))?;
+    browser
+        .find("input[type='file']")
+        .await?
+        .send_keys(path)
+        .await?;
+    browser
+        .wait_text("body", "Received upload.txt: 1234 bytes")
+        .await?;
+    Ok(())
 }
