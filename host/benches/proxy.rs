@@ -143,11 +143,21 @@ async fn echo(mut socket: WebSocket) {
     }
 }
 
-/// Kills the child when dropped.
+/// Stops the child when dropped: SIGTERM first, so that a master process (nginx) takes its
+/// workers down with it, then SIGKILL if it lingers.
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
