@@ -135,7 +135,7 @@ macro_rules! hook {
         pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, PluginError> {
             let mut instance = self.checkout().await?;
             let started = Instant::now();
-            instance.arm(self.runtime.config().call_timeout);
+            instance.arm(started, self.runtime.config().call_timeout);
             let result = instance.world.$call(&mut instance.store, $($arg),*).await;
             let result = result.map_err(|err| self.call_error(err)).and_then(|answer| {
                 let check: fn(&$out) -> Result<(), guard::GuardError> = $check;
@@ -163,7 +163,7 @@ impl Plugin {
         };
         let log = PluginLog::new(&label);
         let mut instance = runtime.instantiate(&pre, &log).await?;
-        instance.arm(runtime.config().call_timeout);
+        instance.arm(Instant::now(), runtime.config().call_timeout);
         let info = instance
             .world
             .call_info(&mut instance.store)

@@ -90,9 +90,9 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// Starts the clock for one call.
-    pub(crate) fn arm(&mut self, timeout: Duration) {
-        self.store.data_mut().deadline = Instant::now() + timeout;
+    /// Starts the clock for one call that begins at `now`.
+    pub(crate) fn arm(&mut self, now: Instant, timeout: Duration) {
+        self.store.data_mut().deadline = now + timeout;
         self.store.set_epoch_deadline(1);
     }
 }
