@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 
 use super::body::{self, RequestBody};
-use super::retry::{Backoff, Failure};
+use super::retry::{self, Backoff, Failure};
 use super::{Context, Live, Proxy, ProxyError, headers, upstream_url, with_fallback};
 use crate::metrics::UpstreamFailure;
 use crate::plugin::{self, fallback};
@@ -63,22 +63,7 @@ pub(super) async fn forward(
                 }
             }
         }
-        let Some(failure) = last else {
-            return Err(ProxyError::Refused {
-                service: ctx.service.id.clone(),
-                detail: "the service has no upstream".to_owned(),
-            });
-        };
-        match backoff.pause() {
-            Some(pause) => {
-                metrics.retry();
-                tokio::time::sleep(pause).await;
-            }
-            None => {
-                tracing::warn!(service = %ctx.service.id, error = %failure.detail, "upstream unreachable; retry budget spent");
-                return Err(failure.into_error(&ctx.service.id));
-            }
-        }
+        retry::next_round(&mut backoff, last, &ctx.service.id, &metrics).await?;
     }
 }
 

@@ -124,6 +124,33 @@ impl Backoff {
     }
 }
 
+/// Ends one round over a service's upstream list: sleeps before the next round, or gives up
+/// with the round's last failure once the retry budget is spent.
+pub(super) async fn next_round(
+    backoff: &mut Backoff,
+    last: Option<Failure>,
+    service: &str,
+    metrics: &crate::metrics::ServiceMetrics,
+) -> Result<(), ProxyError> {
+    let Some(failure) = last else {
+        return Err(ProxyError::Refused {
+            service: service.to_owned(),
+            detail: "the service has no upstream".to_owned(),
+        });
+    };
+    match backoff.pause() {
+        Some(pause) => {
+            metrics.retry();
+            tokio::time::sleep(pause).await;
+            Ok(())
+        }
+        None => {
+            tracing::warn!(service, error = %failure.detail, "upstream unreachable; retry budget spent");
+            Err(failure.into_error(service))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

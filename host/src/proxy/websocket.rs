@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use super::retry::{Backoff, Failure};
+use super::retry::{self, Backoff, Failure};
 use super::{Context, Live, Proxy, ProxyError, headers, upstream_url, with_fallback};
 use crate::metrics::UpstreamFailure;
 use crate::plugin::{Subprotocols, UpstreamWebsocket, fallback};
@@ -166,19 +166,7 @@ async fn connect(
                 }
             }
         }
-        let Some(failure) = last else {
-            return Err(ProxyError::Refused {
-                service: ctx.service.id.clone(),
-                detail: "the service has no upstream".to_owned(),
-            });
-        };
-        match backoff.pause() {
-            Some(pause) => {
-                metrics.retry();
-                tokio::time::sleep(pause).await;
-            }
-            None => return Err(failure.into_error(&ctx.service.id)),
-        }
+        retry::next_round(&mut backoff, last, &ctx.service.id, &metrics).await?;
     }
 }
 
