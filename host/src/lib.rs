@@ -10,3 +10,4 @@ pub mod plugin;
 pub mod proxy;
 pub mod registry;
 pub mod server;
+mod watch;

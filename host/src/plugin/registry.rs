@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -22,10 +21,6 @@ pub enum PluginSource {
 
 /// The name of the plugin used for services of unknown type.
 pub const GENERIC: &str = "generic";
-
-/// How long the directory must be quiet before a change is applied, so that a file being
-/// copied in is read once it is whole.
-const SETTLE: Duration = Duration::from_millis(250);
 
 /// The plugins in force, swapped whole on every change.
 #[derive(Debug, Default)]
@@ -250,15 +245,7 @@ impl PluginRegistry {
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let registry = Arc::downgrade(self);
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Let a burst of events (a copy, an editor's save) settle.
-                loop {
-                    match tokio::time::timeout(SETTLE, rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
+            while crate::watch::next_change(&mut rx).await {
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };

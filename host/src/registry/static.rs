@@ -2,14 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{Config, parse_upstream};
 
 use super::{Availability, Service, Source};
-
-/// How long the file must be quiet before it is read, so an editor's save is read once whole.
-const SETTLE: Duration = Duration::from_millis(200);
 
 /// The services of a (validated) configuration.
 pub fn services(config: &Config) -> Vec<Service> {
@@ -70,14 +66,7 @@ pub fn watch(
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         let mut last: Option<String> = std::fs::read_to_string(&path).ok();
-        while rx.recv().await.is_some() {
-            loop {
-                match tokio::time::timeout(SETTLE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while crate::watch::next_change(&mut rx).await {
             reload(&path, &mut last, &apply, &rejected);
         }
     });
