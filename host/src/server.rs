@@ -323,15 +323,7 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
                 )
                 .await
         }
-        Err(why) => {
-            let response = ProxyError::NoRoute(why).render(html);
-            state
-                .proxy
-                .metrics()
-                .service(UNROUTED)
-                .response(response.status().as_u16(), started.elapsed());
-            response
-        }
+        Err(why) => unrouted(&state, &ProxyError::NoRoute(why), html, started),
     }
 }
 
