@@ -55,6 +55,12 @@ impl Portico {
         format!("http://{}{path}", self.running.addr)
     }
 
+    /// GETs `path` and returns the status and the body as text.
+    pub async fn fetch(&self, path: &str) -> anyhow::Result<(reqwest::StatusCode, String)> {
+        let response = self.client.get(self.url(path)).send().await?;
+        Ok((response.status(), response.text().await?))
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.running.addr
     }

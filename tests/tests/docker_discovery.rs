@@ -31,11 +31,6 @@ async fn entry(portico: &Portico, id: &str) -> anyhow::Result<Value> {
     .await
 }
 
-async fn fetch(portico: &Portico, path: &str) -> anyhow::Result<(StatusCode, String)> {
-    let response = portico.client.get(portico.url(path)).send().await?;
-    Ok((response.status(), response.text().await?))
-}
-
 #[tokio::test]
 async fn labelled_containers_are_served_under_every_name() -> anyhow::Result<()> {
     if !available("labelled_containers_are_served_under_every_name") {
@@ -114,7 +109,8 @@ async fn labelled_containers_are_served_under_every_name() -> anyhow::Result<()>
         compose.as_str(),
     ] {
         let (status, text) = wait_for(&format!("/proxy/{x}/ answering"), LIMIT, || async {
-            fetch(&portico, &format!("/proxy/{x}/"))
+            portico
+                .fetch(&format!("/proxy/{x}/"))
                 .await
                 .ok()
                 .filter(|(s, _)| s.is_success())
@@ -135,11 +131,11 @@ async fn labelled_containers_are_served_under_every_name() -> anyhow::Result<()>
         );
     }
     assert_eq!(
-        fetch(&portico, "/proxy/filed/").await?,
+        portico.fetch("/proxy/filed/").await?,
         (StatusCode::OK, "from the file".to_owned())
     );
     for x in [&hidden, &disabled] {
-        let (status, text) = fetch(&portico, &format!("/proxy/{x}/")).await?;
+        let (status, text) = portico.fetch(&format!("/proxy/{x}/")).await?;
         assert_eq!(status, StatusCode::NOT_FOUND, "{x} is not labelled: {text}");
     }
     let ids: Vec<String> = listing(&portico).await?["services"]
@@ -205,7 +201,8 @@ async fn a_shared_name_is_a_409_listing_the_candidates() -> anyhow::Result<()> {
         }
     }
     let (status, text) = wait_for("replica0 answering", LIMIT, || async {
-        fetch(&portico, &format!("/proxy/{}/", names[0]))
+        portico
+            .fetch(&format!("/proxy/{}/", names[0]))
             .await
             .ok()
             .filter(|(s, _)| s.is_success())
@@ -258,7 +255,7 @@ async fn the_network_label_picks_the_address_of_a_container_on_two_networks() ->
     let portico = Portico::start(&run.docker_config()).await?;
     let shown = entry(&portico, &name).await?;
     assert_eq!(shown["upstream"], format!("http://{back_ip}:8080"));
-    let (status, text) = fetch(&portico, &format!("/proxy/{name}/")).await?;
+    let (status, text) = portico.fetch(&format!("/proxy/{name}/")).await?;
     assert_eq!((status, text.trim()), (StatusCode::OK, "multi"));
     portico.running.shutdown().await?;
     Ok(())
@@ -275,7 +272,7 @@ async fn without_docker_the_file_is_served() -> anyhow::Result<()> {
     let portico = Portico::start(&body).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        fetch(&portico, "/proxy/filed/").await?,
+        portico.fetch("/proxy/filed/").await?,
         (StatusCode::OK, "still here".to_owned())
     );
     let doc = listing(&portico).await?;

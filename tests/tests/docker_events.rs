@@ -42,11 +42,6 @@ fn availability(table: &ServiceTable, x: &str) -> Option<Availability> {
     table.get(x).map(|s| s.availability.clone())
 }
 
-async fn fetch(portico: &Portico, path: &str) -> anyhow::Result<(StatusCode, String)> {
-    let response = portico.client.get(portico.url(path)).send().await?;
-    Ok((response.status(), response.text().await?))
-}
-
 #[tokio::test]
 async fn events_keep_the_table_current() -> anyhow::Result<()> {
     if !available("events_keep_the_table_current") {
@@ -80,7 +75,8 @@ async fn events_keep_the_table_current() -> anyhow::Result<()> {
     )
     .await?;
     let (status, text) = wait_for("the app answering", LIMIT, || async {
-        fetch(&portico, &format!("/proxy/{name}/"))
+        portico
+            .fetch(&format!("/proxy/{name}/"))
             .await
             .ok()
             .filter(|(s, _)| s.is_success())
@@ -125,7 +121,8 @@ async fn events_keep_the_table_current() -> anyhow::Result<()> {
     )
     .await?;
     let (status, text) = wait_for("the renamed app answering", LIMIT, || async {
-        fetch(&portico, &format!("/proxy/{renamed}/"))
+        portico
+            .fetch(&format!("/proxy/{renamed}/"))
             .await
             .ok()
             .filter(|(s, _)| s.is_success())
@@ -133,7 +130,7 @@ async fn events_keep_the_table_current() -> anyhow::Result<()> {
     .await?;
     assert_eq!((status, text.trim()), (StatusCode::OK, "live"));
     assert_eq!(
-        fetch(&portico, &format!("/proxy/{name}/")).await?.0,
+        portico.fetch(&format!("/proxy/{name}/")).await?.0,
         StatusCode::NOT_FOUND
     );
 
@@ -165,7 +162,7 @@ async fn events_keep_the_table_current() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(
-        fetch(&portico, &format!("/proxy/{renamed}/")).await?.0,
+        portico.fetch(&format!("/proxy/{renamed}/")).await?.0,
         StatusCode::NOT_FOUND
     );
     portico.running.shutdown().await?;
@@ -238,7 +235,7 @@ async fn requests_wait_for_a_starting_container() -> anyhow::Result<()> {
         (availability(&table, &stuck) == Some(Availability::Starting)).then_some(())
     })
     .await?;
-    let (status, text) = fetch(&portico, &format!("/proxy/{stuck}/")).await?;
+    let (status, text) = portico.fetch(&format!("/proxy/{stuck}/")).await?;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
     assert!(text.contains("health check"), "{text}");
     portico.running.shutdown().await?;
