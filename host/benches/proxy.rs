@@ -17,7 +17,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
 
-/// Worker threads (Portico) and worker processes (nginx): the same for both.
+/// Serving threads (Portico) and worker processes (nginx): the same for both.
 const WORKERS: usize = 2;
 const SMALL_CONNECTIONS: usize = 32;
 const LARGE_CONNECTIONS: usize = 8;
@@ -173,7 +173,7 @@ fn start_portico(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\n[plugins]\ndir = \"{}\"\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n",
+            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n",
             dir.join("plugins.d").display()
         ),
     )?;
@@ -181,7 +181,6 @@ fn start_portico(
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn")
-        .env("TOKIO_WORKER_THREADS", WORKERS.to_string())
         .stdout(Stdio::null())
         .spawn()
         .context("starting portico")?;

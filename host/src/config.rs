@@ -48,6 +48,10 @@ pub struct Config {
     /// The address the proxy listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Threads serving requests, each with its own event loop and upstream connections;
+    /// 0 means one per CPU.
+    #[serde(default)]
+    pub workers: usize,
     /// The services served under `/proxy/{id}/`.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
@@ -383,6 +387,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            workers: 0,
             services: Vec::new(),
             plugins: PluginsConfig::default(),
             timeouts: Timeouts::default(),
@@ -401,6 +406,14 @@ impl Config {
             source,
         })?;
         Self::parse(&text, Some(path))
+    }
+
+    /// The number of serving threads: `workers`, or one per CPU.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// The embedded default.
@@ -422,6 +435,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.workers > 256 {
+            return Err(format!("workers = {} is more than 256", self.workers));
+        }
         let mut seen = HashSet::new();
         for service in &self.services {
             validate_id(&service.id)?;
@@ -548,6 +564,16 @@ mod tests {
         assert!(Config::parse(ftp, None).is_err());
         let unknown = "lisen = \"127.0.0.1:1\"";
         assert!(Config::parse(unknown, None).is_err());
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu() {
+        let config = Config::parse(DEFAULT, None).expect("default");
+        assert!(config.workers() >= 1);
+        let config = Config::parse("workers = 3", None).expect("valid");
+        assert_eq!(config.workers(), 3);
+        let err = Config::parse("workers = 10000", None).expect_err("too many");
+        assert!(err.to_string().contains("workers"), "{err}");
     }
 
     #[test]

@@ -52,7 +52,12 @@ enum PluginCommand {
 fn main() -> ExitCode {
     portico::server::init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Requests are served on the worker threads `serve` starts; this runtime only runs the
+    // control plane (configuration and plugin reloads, Docker discovery, signals).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

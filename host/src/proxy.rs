@@ -120,6 +120,17 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+thread_local! {
+    /// The index of the serving thread (see [`enter_worker`]); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as serving thread `index`, whose requests use the `index`th
+/// HTTP client.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
 /// Settings that a configuration reload changes in place.
 #[derive(Debug, Clone)]
 struct Live {
@@ -133,7 +144,8 @@ pub struct Proxy {
     services: Arc<ServiceTable>,
     plugins: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    /// One HTTP client (and so one upstream connection pool) per serving thread.
+    clients: Vec<reqwest::Client>,
     timeouts: Timeouts,
     live: ArcSwap<Live>,
 }
@@ -170,21 +182,25 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ProxyError> {
         let timeouts = config.timeouts.clone();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(timeouts.connect())
-            .read_timeout(timeouts.idle())
-            .pool_idle_timeout(timeouts.pool_idle())
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|err| ProxyError::Client(err.to_string()))?;
+        let clients = (0..config.workers())
+            .map(|_| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .connect_timeout(timeouts.connect())
+                    .read_timeout(timeouts.idle())
+                    .pool_idle_timeout(timeouts.pool_idle())
+                    .pool_max_idle_per_host(256)
+                    .tcp_nodelay(true)
+                    .build()
+                    .map_err(|err| ProxyError::Client(err.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             services,
             plugins,
             metrics,
-            client,
+            clients,
             timeouts,
             live: ArcSwap::from_pointee(Live {
                 retry: config.retry.clone(),
@@ -202,6 +218,13 @@ impl Proxy {
             retry: config.retry.clone(),
             proxy: config.proxy.clone(),
         }));
+    }
+
+    /// The HTTP client of the serving thread this runs on. A pooled upstream connection is
+    /// driven by the runtime that opened it, so each worker keeps its own.
+    fn client(&self) -> &reqwest::Client {
+        let index = WORKER.with(std::cell::Cell::get);
+        &self.clients[index % self.clients.len()]
     }
 
     pub fn services(&self) -> &Arc<ServiceTable> {

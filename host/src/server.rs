@@ -17,6 +17,10 @@ use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
 use crate::proxy::{self, Proxy, ProxyError, Target, assets, escape_html, headers};
 use crate::registry::{Availability, Lookup, Service, ServiceTable, Source, docker, r#static};
 
+mod workers;
+
+use workers::Workers;
+
 /// Options of `portico serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -334,8 +338,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its state (service table, plugins, metrics).
     pub state: AppState,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    workers: Workers,
     _config_watch: Option<r#static::ConfigWatch>,
     _plugin_watch: Option<DirWatch>,
     _discovery: Option<docker::Discovery>,
@@ -344,15 +347,10 @@ pub struct Running {
 impl Running {
     /// Stops accepting connections and waits (boundedly) for requests in flight.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        match tokio::time::timeout(Duration::from_secs(10), &mut self.task).await {
-            Ok(Ok(result)) => result.map_err(ServeError::Io),
-            Ok(Err(_)) => Ok(()),
+        match tokio::time::timeout(Duration::from_secs(10), self.workers.drain()).await {
+            Ok(result) => result.map_err(ServeError::Io),
             Err(_) => {
                 tracing::warn!("requests still in flight after 10 s; stopping anyway");
-                self.task.abort();
                 Ok(())
             }
         }
@@ -394,29 +392,20 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         Some(path) => Some(watch_config(path.clone(), &config, &proxy)?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
+    let listeners =
+        workers::bind(config.listen, config.workers()).map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
         })?;
-    let addr = listener.local_addr()?;
+    let addr = listeners[0].local_addr()?;
     let state = AppState::new(proxy);
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, services = services.list().len(), "Portico listening");
+    let workers = Workers::spawn(listeners, &service)?;
+    tracing::info!(%addr, workers = config.workers(), services = services.list().len(), "Portico listening");
     Ok(Running {
         addr,
         state,
-        shutdown: Some(shutdown),
-        task,
+        workers,
         _config_watch: config_watch,
         _plugin_watch: plugin_watch,
         _discovery: discovery,
@@ -431,14 +420,15 @@ fn watch_config(
     let applied = Arc::downgrade(proxy);
     let refused = Arc::downgrade(proxy);
     let listen = initial.listen;
+    let workers = initial.workers;
     let plugins = initial.plugins.clone();
     let docker = initial.docker.clone();
     r#static::watch(
         path.clone(),
         move |config| {
             let Some(proxy) = applied.upgrade() else { return };
-            if config.listen != listen {
-                tracing::warn!(listen = %config.listen, "a new listen address takes effect at the next start");
+            if config.listen != listen || config.workers != workers {
+                tracing::warn!(listen = %config.listen, "changed listen or workers take effect at the next start");
             }
             if config.plugins != plugins {
                 tracing::warn!("changed [plugins] settings take effect at the next start");

@@ -43,7 +43,7 @@ pub(super) async fn forward(
             let mut attempt = reqwest::Request::new(method.clone(), url);
             *attempt.headers_mut() = request_headers.clone();
             *attempt.body_mut() = body.attempt();
-            match send(&proxy.client, attempt, &body, proxy.timeouts.first_byte()).await {
+            match send(proxy.client(), attempt, &body, proxy.timeouts.first_byte()).await {
                 Ok(response) => {
                     ctx.service.health.set(Status::Up);
                     ctx.service.remember(index);
