@@ -329,20 +329,28 @@ async fn with_fallback<T>(
     }
 }
 
-/// The upstream URL for `path` and `query` below `base`.
+/// The upstream URL for `path` and `query` below `base`. Only the path and query are parsed:
+/// the base's scheme and authority were checked when the service was configured.
 fn upstream_url(
     base: &reqwest::Url,
     path: &str,
     query: Option<&str>,
 ) -> Result<reqwest::Url, ProxyError> {
-    let mut text = base.as_str().trim_end_matches('/').to_owned();
-    text.push_str(path);
-    if let Some(query) = query {
-        text.push('?');
-        text.push_str(query);
+    if base.cannot_be_a_base() {
+        return Err(ProxyError::BadRequest(format!(
+            "cannot build the upstream URL: {base} cannot be a base"
+        )));
     }
-    reqwest::Url::parse(&text)
-        .map_err(|err| ProxyError::BadRequest(format!("cannot build the upstream URL: {err}")))
+    let mut url = base.clone();
+    let base_path = base.path().trim_end_matches('/');
+    if base_path.is_empty() {
+        url.set_path(path);
+    } else {
+        url.set_path(&format!("{base_path}{path}"));
+    }
+    url.set_query(query);
+    url.set_fragment(None);
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -358,6 +366,18 @@ mod tests {
         assert_eq!(
             upstream_url(&root, "/", None).expect("url").as_str(),
             "http://h:1/"
+        );
+        let with_query = reqwest::Url::parse("http://h:1/?old=1").expect("url");
+        assert_eq!(
+            upstream_url(&with_query, "/x", None).expect("url").as_str(),
+            "http://h:1/x"
+        );
+        // A '?' or '#' inside the path stays in the path.
+        assert_eq!(
+            upstream_url(&root, "/a?b#c", Some("q"))
+                .expect("url")
+                .as_str(),
+            "http://h:1/a%3Fb%23c?q"
         );
     }
 

@@ -9,6 +9,10 @@ use crate::plugin::{Header, HeaderEdits};
 /// The cookie Portico sets on proxied HTML pages to route their un-prefixed requests.
 pub const AFFINITY_COOKIE: &str = "portico_affinity";
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -24,6 +28,13 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Removes hop-by-hop headers: `Connection` and the headers it names, the fixed list, and
 /// every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names settles it.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-"));
+    if !any {
+        return;
+    }
     // With `Transfer-Encoding`, a `Content-Length` is wrong by definition (RFC 9112 6.3) and
     // must not survive the removal of the encoding: it would desynchronise the next hop.
     if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -95,7 +106,7 @@ impl ClientView {
 pub fn set_forwarded(headers: &mut HeaderMap, view: &ClientView) {
     if let Some(peer) = view.peer {
         let previous: Vec<&str> = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .collect();
@@ -105,18 +116,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, view: &ClientView) {
             format!("{}, {peer}", previous.join(", "))
         };
         if let Ok(value) = HeaderValue::from_str(&chain) {
-            headers.insert("x-forwarded-for", value);
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
     if let Ok(value) = HeaderValue::from_str(&view.scheme) {
-        headers.insert("x-forwarded-proto", value);
+        headers.insert(X_FORWARDED_PROTO, value);
     }
     match HeaderValue::from_str(&view.host) {
         Ok(value) if !view.host.is_empty() => {
-            headers.insert("x-forwarded-host", value);
+            headers.insert(X_FORWARDED_HOST, value);
         }
         _ => {
-            headers.remove("x-forwarded-host");
+            headers.remove(X_FORWARDED_HOST);
         }
     }
 }
