@@ -31,9 +31,16 @@ pub(super) struct Workers {
 
 /// Binds `count` listening sockets to `addr`; with port 0 the first picks the port and the
 /// others share it.
+///
+/// `SO_REUSEPORT` would also let a second process of the same user bind the address and take a
+/// share of the connections, so the address is first claimed without it: an address already
+/// in use (by another Portico too) is an error, as with a single socket.
 pub(super) fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut bound = addr;
+    if count > 1 {
+        bound = std::net::TcpListener::bind(addr)?.local_addr()?;
+    }
     for _ in 0..count.max(1) {
         let socket = match bound {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -123,4 +130,21 @@ fn run(
             _ = orders.wait_for(|order| *order == Order::Stop) => Ok(()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_address_in_use_is_refused() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = bind(any, 2).expect("bind");
+        let addr = first[0].local_addr().expect("addr");
+        assert_eq!(first[1].local_addr().expect("addr"), addr);
+        let err = bind(addr, 2).expect_err("in use");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        let err = bind(addr, 1).expect_err("in use");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
