@@ -192,6 +192,9 @@ impl Proxy {
                     .pool_idle_timeout(timeouts.pool_idle())
                     .pool_max_idle_per_host(256)
                     .tcp_nodelay(true)
+                    // Portico retries connection failures itself (see `retry`); reqwest's own
+                    // policy would clone every request's headers in case of a retry.
+                    .retry(reqwest::retry::never().max_retries_per_request(0))
                     .build()
                     .map_err(|err| ProxyError::Client(err.to_string()))
             })
