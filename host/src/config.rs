@@ -491,9 +491,9 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 }
 
 /// Parses an upstream base URL: `http` or `https`, a host, no query or fragment.
-pub fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text)
-        .map_err(|err| format!("upstream {text:?} is not a URL: {err}"))?;
+pub fn parse_upstream(text: &str) -> Result<url::Url, String> {
+    let url =
+        url::Url::parse(text).map_err(|err| format!("upstream {text:?} is not a URL: {err}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("upstream {text:?} must use http or https"));
     }

@@ -43,8 +43,6 @@ pub enum ProxyError {
     Timeout { service: String, detail: String },
     #[error("service {service:?}: the plugin failed and the service is fail-closed: {error}")]
     Plugin { service: String, error: PluginError },
-    #[error("the proxy could not start its HTTP client: {0}")]
-    Client(String),
 }
 
 fn known_list(known: &[String]) -> String {
@@ -67,7 +65,6 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Client(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -145,9 +142,29 @@ pub struct Proxy {
     plugins: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
     /// One HTTP client (and so one upstream connection pool) per serving thread.
-    clients: Vec<reqwest::Client>,
+    clients: Vec<UpstreamClient>,
     timeouts: Timeouts,
     live: ArcSwap<Live>,
+}
+
+/// The client of the upstream connections: HTTP/1.1 with keep-alive pooling. Requests and
+/// responses pass through as `http` types, bodies streaming, with nothing added: no default
+/// headers, no redirects followed, no retries beyond a request that never left a pooled
+/// connection closed under it (Portico's own retries are in [`retry`]).
+type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
+fn upstream_client(timeouts: &Timeouts) -> UpstreamClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect()));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(timeouts.pool_idle())
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// Where a request goes: the service, the path below its prefix, and the prefix.
@@ -174,32 +191,18 @@ struct Context {
 }
 
 impl Proxy {
-    /// Builds the engine; the HTTP client takes its timeouts from `config`.
+    /// Builds the engine; the upstream clients take their timeouts from `config`.
     pub fn new(
         config: &Config,
         services: Arc<ServiceTable>,
         plugins: Arc<PluginRegistry>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, ProxyError> {
+    ) -> Self {
         let timeouts = config.timeouts.clone();
         let clients = (0..config.workers())
-            .map(|_| {
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .no_proxy()
-                    .connect_timeout(timeouts.connect())
-                    .read_timeout(timeouts.idle())
-                    .pool_idle_timeout(timeouts.pool_idle())
-                    .pool_max_idle_per_host(256)
-                    .tcp_nodelay(true)
-                    // Portico retries connection failures itself (see `retry`); reqwest's own
-                    // policy would clone every request's headers in case of a retry.
-                    .retry(reqwest::retry::never().max_retries_per_request(0))
-                    .build()
-                    .map_err(|err| ProxyError::Client(err.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
+            .map(|_| upstream_client(&timeouts))
+            .collect();
+        Self {
             services,
             plugins,
             metrics,
@@ -209,7 +212,7 @@ impl Proxy {
                 retry: config.retry.clone(),
                 proxy: config.proxy.clone(),
             }),
-        })
+        }
     }
 
     /// Applies the parts of a new configuration that change without a restart.
@@ -225,7 +228,7 @@ impl Proxy {
 
     /// The HTTP client of the serving thread this runs on. A pooled upstream connection is
     /// driven by the runtime that opened it, so each worker keeps its own.
-    fn client(&self) -> &reqwest::Client {
+    fn client(&self) -> &UpstreamClient {
         let index = WORKER.with(std::cell::Cell::get);
         &self.clients[index % self.clients.len()]
     }
@@ -332,13 +335,20 @@ async fn with_fallback<T>(
     }
 }
 
-/// The upstream URL for `path` and `query` below `base`. Only the path and query are parsed:
-/// the base's scheme and authority were checked when the service was configured.
-fn upstream_url(
-    base: &reqwest::Url,
+/// The upstream URI for `path` and `query` below `base`, as the HTTP client takes it.
+fn upstream_uri(
+    base: &url::Url,
     path: &str,
     query: Option<&str>,
-) -> Result<reqwest::Url, ProxyError> {
+) -> Result<axum::http::Uri, ProxyError> {
+    let url = upstream_url(base, path, query)?;
+    axum::http::Uri::from_maybe_shared(bytes::Bytes::from(String::from(url)))
+        .map_err(|err| ProxyError::BadRequest(format!("cannot build the upstream URI: {err}")))
+}
+
+/// The upstream URL for `path` and `query` below `base`. Only the path and query are parsed:
+/// the base's scheme and authority were checked when the service was configured.
+fn upstream_url(base: &url::Url, path: &str, query: Option<&str>) -> Result<url::Url, ProxyError> {
     if base.cannot_be_a_base() {
         return Err(ProxyError::BadRequest(format!(
             "cannot build the upstream URL: {base} cannot be a base"
@@ -362,15 +372,15 @@ mod tests {
 
     #[test]
     fn urls_join_base_and_path() {
-        let base = reqwest::Url::parse("http://127.0.0.1:8501/base/").expect("url");
+        let base = url::Url::parse("http://127.0.0.1:8501/base/").expect("url");
         let url = upstream_url(&base, "/a%20b/c", Some("x=1&y")).expect("url");
         assert_eq!(url.as_str(), "http://127.0.0.1:8501/base/a%20b/c?x=1&y");
-        let root = reqwest::Url::parse("http://h:1").expect("url");
+        let root = url::Url::parse("http://h:1").expect("url");
         assert_eq!(
             upstream_url(&root, "/", None).expect("url").as_str(),
             "http://h:1/"
         );
-        let with_query = reqwest::Url::parse("http://h:1/?old=1").expect("url");
+        let with_query = url::Url::parse("http://h:1/?old=1").expect("url");
         assert_eq!(
             upstream_url(&with_query, "/x", None).expect("url").as_str(),
             "http://h:1/x"

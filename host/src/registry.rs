@@ -95,7 +95,7 @@ pub struct Service {
     /// The type, which picks the plugin.
     pub service_type: String,
     /// Upstream base URLs, tried in order.
-    pub upstreams: Vec<reqwest::Url>,
+    pub upstreams: Vec<url::Url>,
     /// Answer 502 when the plugin fails instead of using the generic behaviour.
     pub fail_closed: bool,
     /// Labels passed to the plugin.
@@ -124,7 +124,7 @@ impl Service {
     }
 
     /// The upstreams with their indexes, starting with the one that last answered.
-    pub fn upstream_order(&self) -> impl Iterator<Item = (usize, &reqwest::Url)> {
+    pub fn upstream_order(&self) -> impl Iterator<Item = (usize, &url::Url)> {
         let len = self.upstreams.len();
         let first = self
             .preferred
@@ -310,7 +310,7 @@ mod tests {
         Service {
             id: id.to_owned(),
             service_type: "generic".to_owned(),
-            upstreams: vec![reqwest::Url::parse(upstream).expect("url")],
+            upstreams: vec![url::Url::parse(upstream).expect("url")],
             fail_closed: false,
             labels: BTreeMap::new(),
             source: Source::Static,
@@ -374,9 +374,9 @@ mod tests {
     fn the_upstream_that_answered_comes_first() {
         let mut s = service("a", "http://x:1");
         s.upstreams
-            .push(reqwest::Url::parse("http://x:2").expect("url"));
+            .push(url::Url::parse("http://x:2").expect("url"));
         s.upstreams
-            .push(reqwest::Url::parse("http://x:3").expect("url"));
+            .push(url::Url::parse("http://x:3").expect("url"));
         s.remember(1);
         let order: Vec<usize> = s.upstream_order().map(|(i, _)| i).collect();
         assert_eq!(order, vec![1, 2, 0]);

@@ -43,8 +43,6 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("cannot load the plugins: {0}")]
     Plugins(#[from] PluginError),
-    #[error(transparent)]
-    Proxy(#[from] ProxyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -382,7 +380,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         Arc::clone(&services),
         plugins,
         Arc::clone(&metrics),
-    )?);
+    ));
     let discovery = docker::spawn(
         config.docker.clone(),
         Arc::clone(&services),

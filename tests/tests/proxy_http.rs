@@ -655,6 +655,39 @@ async fn a_silent_upstream_is_a_504() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_body_that_stalls_is_cut_after_the_idle_timeout() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst part;";
+            if socket.write_all(head).await.is_ok() {
+                held.push(socket);
+            }
+        }
+    });
+    let body = format!(
+        "[timeouts]\nidle_ms = 300\n{}",
+        service("stalled", "generic", addr)
+    );
+    let portico = Portico::start(&body).await?;
+    let response = portico
+        .client
+        .get(portico.url("/proxy/stalled/"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let read = tokio::time::timeout(Duration::from_secs(20), response.bytes()).await;
+    let Ok(read) = read else {
+        anyhow::bail!("the stalled body was never cut");
+    };
+    assert!(read.is_err(), "an incomplete body ends in an error");
+    Ok(())
+}
+
+#[tokio::test]
 async fn config_edits_apply_live_and_bad_ones_are_refused() -> anyhow::Result<()> {
     let up_a = upstream(echo("a")).await?;
     let up_b = upstream(echo("b")).await?;

@@ -6,11 +6,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use axum::body::{Body, BodyDataStream, HttpBody as _};
+use axum::body::{Body, BodyDataStream, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _, stream};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 
 use super::{Context, ProxyError, with_fallback};
 use crate::plugin;
@@ -47,16 +50,16 @@ impl RequestBody {
         }
     }
 
-    /// The body for one attempt; `None` when there is none.
-    pub fn attempt(&self) -> Option<reqwest::Body> {
+    /// The body for one attempt.
+    pub fn attempt(&self) -> Body {
         if self.shared.empty {
-            return None;
+            return Body::empty();
         }
-        Some(reqwest::Body::wrap_stream(Attempt {
+        Body::from_stream(Attempt {
             shared: Arc::clone(&self.shared),
             inner: None,
             taken: false,
-        }))
+        })
     }
 
     /// True when a new attempt would send the same body: it is empty or was never read.
@@ -116,6 +119,69 @@ impl Stream for Attempt {
     }
 }
 
+/// An upstream response body that fails when no data arrives for `idle`: a stalled upstream
+/// does not hold a client and a connection forever. The timer is armed only when a read has
+/// to wait, so a body that is already buffered costs none.
+#[derive(Debug)]
+pub(super) struct IdleTimeout {
+    inner: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimeout {
+    pub fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl HttpBody for IdleTimeout {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(std::io::Error::other)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the upstream sent nothing for {idle:?}"),
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Content encodings the rewrite can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -167,22 +233,23 @@ fn decode(body: &[u8], encoding: Encoding, limit: usize) -> Option<Vec<u8>> {
 /// Buffers the body (up to `limit`), has the plugin rewrite it, and fixes the headers. A body
 /// larger than the limit, or in an encoding that cannot be decoded, streams unchanged.
 pub(super) async fn rewrite(
-    upstream: reqwest::Response,
+    upstream: Body,
     headers: &mut HeaderMap,
     limit: usize,
     ctx: &Context,
     response: &plugin::Response,
 ) -> Result<Body, ProxyError> {
     let Some(encoding) = encoding(headers) else {
-        return Ok(Body::from_stream(upstream.bytes_stream()));
+        return Ok(upstream);
     };
     if upstream
-        .content_length()
+        .size_hint()
+        .exact()
         .is_some_and(|len| len > limit as u64)
     {
-        return Ok(Body::from_stream(upstream.bytes_stream()));
+        return Ok(upstream);
     }
-    let mut chunks = upstream.bytes_stream();
+    let mut chunks = upstream.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|err| ProxyError::Reset {
@@ -192,7 +259,7 @@ pub(super) async fn rewrite(
         buffer.extend_from_slice(&chunk);
         if buffer.len() > limit {
             // Too large to rewrite: send what was read, then the rest, unchanged.
-            let head = stream::once(async move { Ok::<Bytes, reqwest::Error>(buffer.freeze()) });
+            let head = stream::once(async move { Ok::<Bytes, axum::Error>(buffer.freeze()) });
             return Ok(Body::from_stream(head.chain(chunks)));
         }
     }

@@ -7,9 +7,13 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 
-use super::body::{self, RequestBody};
+use hyper::body::Incoming;
+
+use super::body::{self, IdleTimeout, RequestBody};
 use super::retry::{self, Backoff, Failure};
-use super::{Context, Live, Proxy, ProxyError, headers, upstream_url, with_fallback};
+use super::{
+    Context, Live, Proxy, ProxyError, UpstreamClient, headers, upstream_uri, with_fallback,
+};
 use crate::metrics::UpstreamFailure;
 use crate::plugin::{self, fallback};
 use crate::registry::Status;
@@ -39,15 +43,16 @@ pub(super) async fn forward(
     loop {
         let mut last = None;
         for (index, base) in ctx.service.upstream_order() {
-            let url = upstream_url(base, &upstream.path, upstream.query.as_deref())?;
-            let mut attempt = reqwest::Request::new(method.clone(), url);
+            let uri = upstream_uri(base, &upstream.path, upstream.query.as_deref())?;
+            let mut attempt = axum::http::Request::new(body.attempt());
+            *attempt.method_mut() = method.clone();
+            *attempt.uri_mut() = uri;
             *attempt.headers_mut() = request_headers.clone();
-            *attempt.body_mut() = body.attempt();
             match send(proxy.client(), attempt, &body, proxy.timeouts.first_byte()).await {
                 Ok(response) => {
                     ctx.service.health.set(Status::Up);
                     ctx.service.remember(index);
-                    return respond(live, &ctx, &method, response).await;
+                    return respond(proxy, live, &ctx, &method, response).await;
                 }
                 Err(failure) => {
                     metrics.upstream_error(failure.kind);
@@ -70,12 +75,12 @@ pub(super) async fn forward(
 /// Sends one attempt. The first-byte timeout runs from the end of the request body, so a long
 /// upload is not cut short.
 async fn send(
-    client: &reqwest::Client,
-    attempt: reqwest::Request,
+    client: &UpstreamClient,
+    attempt: axum::http::Request<Body>,
     body: &RequestBody,
     first_byte: Duration,
-) -> Result<reqwest::Response, Failure> {
-    let response = client.execute(attempt);
+) -> Result<axum::http::Response<Incoming>, Failure> {
+    let response = client.request(attempt);
     tokio::pin!(response);
     tokio::select! {
         result = &mut response => return result.map_err(|err| Failure::of(&err)),
@@ -92,13 +97,16 @@ async fn send(
 /// Turns the upstream response into the client's: hop-by-hop headers out, the plugin's edits
 /// and body rewrite applied, the affinity cookie set on HTML pages.
 async fn respond(
+    proxy: &Proxy,
     live: &Live,
     ctx: &Context,
     method: &Method,
-    mut upstream: reqwest::Response,
+    upstream: axum::http::Response<Incoming>,
 ) -> Result<Response, ProxyError> {
-    let status = upstream.status();
-    let mut response_headers = std::mem::take(upstream.headers_mut());
+    let (parts, incoming) = upstream.into_parts();
+    let status = parts.status;
+    let mut response_headers = parts.headers;
+    let upstream = Body::new(IdleTimeout::new(incoming, proxy.timeouts.idle()));
     headers::strip_hop_by_hop(&mut response_headers);
     let media = headers::media_type(&response_headers);
     let plugin = &ctx.plugin;
@@ -140,7 +148,7 @@ async fn respond(
             let limit = live.proxy.max_rewrite_bytes.min(wanted);
             body::rewrite(upstream, &mut response_headers, limit, ctx, &seen).await?
         }
-        None => Body::from_stream(upstream.bytes_stream()),
+        None => upstream,
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

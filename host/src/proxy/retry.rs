@@ -34,13 +34,12 @@ impl Failure {
         }
     }
 
-    /// Classifies an error of the HTTP client.
-    pub fn of(err: &reqwest::Error) -> Self {
+    /// Classifies an error of the HTTP client: no connection (refused, unreachable, or not
+    /// made within the connect timeout) or a connection lost before the response head.
+    pub fn of(err: &hyper_util::client::legacy::Error) -> Self {
         let detail = chain(err);
         if err.is_connect() {
             Self::refused(detail)
-        } else if err.is_timeout() {
-            Self::timeout(detail)
         } else {
             Self {
                 kind: UpstreamFailure::Reset,

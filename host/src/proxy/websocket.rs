@@ -172,7 +172,7 @@ async fn connect(
 
 async fn attempt(
     proxy: &Proxy,
-    url: &reqwest::Url,
+    url: &url::Url,
     handshake_headers: &HeaderMap,
 ) -> Result<Result<(Upstream, tungstenite::handshake::client::Response), Response>, Failure> {
     if url.scheme() != "http" {
@@ -246,7 +246,7 @@ async fn attempt(
     }
 }
 
-fn authority(url: &reqwest::Url) -> String {
+fn authority(url: &url::Url) -> String {
     match url.port() {
         Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_owned(),

@@ -138,7 +138,7 @@ async fn connect(configured: &[String]) -> Result<(Docker, String), DockerError>
 
 /// The host of a `tcp://` or `http://` endpoint, where published ports are also reachable.
 fn endpoint_host(endpoint: &str) -> Option<String> {
-    let url = reqwest::Url::parse(&endpoint.replacen("tcp://", "http://", 1)).ok()?;
+    let url = url::Url::parse(&endpoint.replacen("tcp://", "http://", 1)).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }

@@ -304,7 +304,7 @@ fn candidates(
     container: &Container,
     port: u16,
     rules: &Rules<'_>,
-) -> Result<Vec<reqwest::Url>, String> {
+) -> Result<Vec<url::Url>, String> {
     let mut urls: Vec<String> = Vec::new();
     for kind in rules.address_order {
         match kind {
@@ -336,10 +336,10 @@ fn candidates(
         }
     }
     let mut seen = std::collections::HashSet::new();
-    let upstreams: Vec<reqwest::Url> = urls
+    let upstreams: Vec<url::Url> = urls
         .into_iter()
         .filter(|url| seen.insert(url.clone()))
-        .filter_map(|url| reqwest::Url::parse(&url).ok())
+        .filter_map(|url| url::Url::parse(&url).ok())
         .collect();
     if upstreams.is_empty() {
         return Err(format!(
@@ -464,7 +464,7 @@ mod tests {
     }
 
     fn urls(service: &Service) -> Vec<&str> {
-        service.upstreams.iter().map(reqwest::Url::as_str).collect()
+        service.upstreams.iter().map(url::Url::as_str).collect()
     }
 
     #[test]
