@@ -494,8 +494,14 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 pub fn parse_upstream(text: &str) -> Result<url::Url, String> {
     let url =
         url::Url::parse(text).map_err(|err| format!("upstream {text:?} is not a URL: {err}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("upstream {text:?} must use http or https"));
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "upstream {text:?}: TLS to upstreams is not supported; containers are reached over plain http on their network"
+            ));
+        }
+        _ => return Err(format!("upstream {text:?} must be an http:// URL")),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("upstream {text:?} has no host"));
@@ -562,6 +568,13 @@ mod tests {
         );
         let ftp = "[[services]]\nid = \"a\"\nupstreams = [\"ftp://x\"]";
         assert!(Config::parse(ftp, None).is_err());
+        let tls = "[[services]]\nid = \"a\"\nupstreams = [\"https://x\"]";
+        assert!(
+            Config::parse(tls, None)
+                .expect_err("https")
+                .to_string()
+                .contains("TLS to upstreams is not supported")
+        );
         let unknown = "lisen = \"127.0.0.1:1\"";
         assert!(Config::parse(unknown, None).is_err());
     }
