@@ -304,10 +304,12 @@ impl Proxy {
             view,
             started,
         };
+        // Both futures are boxed: inline, they would make this one (and axum's boxed handler
+        // future) kilobytes large, copied on every request.
         let result = if websocket::is_upgrade(&request) {
-            websocket::forward(self, &live, ctx, request).await
+            Box::pin(websocket::forward(self, &live, ctx, request)).await
         } else {
-            http::forward(self, &live, ctx, request).await
+            Box::pin(http::forward(self, &live, ctx, request)).await
         };
         let response = result.unwrap_or_else(|err| {
             tracing::debug!(error = %err, "request failed");

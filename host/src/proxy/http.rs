@@ -123,7 +123,9 @@ async fn respond(
                 name == "content-type" || plugin.wants_response_header(name)
             }),
         };
-        let plan = with_fallback(&ctx.service, plugin.on_response(&seen), || {
+        // Boxed, as the rewrite below: most responses take neither path, and inline they
+        // would weigh on every request's future.
+        let plan = with_fallback(&ctx.service, Box::pin(plugin.on_response(&seen)), || {
             fallback::on_response(&seen)
         })
         .await?;
@@ -146,7 +148,14 @@ async fn respond(
         Some(seen) => {
             let wanted = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
             let limit = live.proxy.max_rewrite_bytes.min(wanted);
-            body::rewrite(upstream, &mut response_headers, limit, ctx, &seen).await?
+            Box::pin(body::rewrite(
+                upstream,
+                &mut response_headers,
+                limit,
+                ctx,
+                &seen,
+            ))
+            .await?
         }
         None => upstream,
     };
