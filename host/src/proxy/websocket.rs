@@ -30,6 +30,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The largest message relayed.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// The most one read takes from a socket. tungstenite zero-fills this much of its buffer before
+/// every read, so its 128 KiB default costs microseconds on each small message; a large
+/// message takes a few more reads instead.
+const READ_BUFFER: usize = 16 << 10;
+
 /// Headers that belong to one handshake and are generated anew for the upstream.
 const HANDSHAKE: [&str; 5] = [
     "sec-websocket-key",
@@ -109,6 +114,7 @@ pub(super) async fn forward(
         Err(refusal) => return Ok(refusal),
     };
     let mut upgrade = upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE);
     if let Some(chosen) = answer.headers().get(header::SEC_WEBSOCKET_PROTOCOL) {
@@ -224,6 +230,7 @@ async fn attempt(
         headers.insert(header::SEC_WEBSOCKET_KEY, key);
     }
     let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
