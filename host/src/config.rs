@@ -490,7 +490,8 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses an upstream base URL: `http` or `https`, a host, no query or fragment.
+/// Parses an upstream base URL: `http` (Portico has no TLS client), a host, no query,
+/// fragment or credentials.
 pub fn parse_upstream(text: &str) -> Result<url::Url, String> {
     let url =
         url::Url::parse(text).map_err(|err| format!("upstream {text:?} is not a URL: {err}"))?;

@@ -181,12 +181,6 @@ async fn attempt(
     url: &url::Url,
     handshake_headers: &HeaderMap,
 ) -> Result<Result<(Upstream, tungstenite::handshake::client::Response), Response>, Failure> {
-    if url.scheme() != "http" {
-        return Err(Failure::timeout(format!(
-            "{} upstreams are not supported for WebSockets",
-            url.scheme()
-        )));
-    }
     let host = url.host_str().unwrap_or_default().to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
     let connect = TcpStream::connect((host.as_str(), port));
