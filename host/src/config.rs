@@ -70,6 +70,9 @@ pub struct Config {
     /// Discovery of labelled Docker containers.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// What clients may send and hold: timeouts, connections, request target limits.
+    #[serde(default)]
+    pub client: ClientConfig,
 }
 
 /// One `[[services]]` entry.
@@ -244,6 +247,91 @@ impl Default for ProxyConfig {
     }
 }
 
+/// The `[client]` section. The defaults follow nginx's habits: a client that does not finish
+/// its request headers in time, or keeps an idle connection open too long, is cut off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// From a new connection, or from the first byte of a request on a kept-alive one, to the
+    /// end of the request headers.
+    pub header_timeout_ms: u64,
+    /// How long a kept-alive connection may wait idle for its next request.
+    pub keepalive_timeout_ms: u64,
+    /// The longest pause between two reads of a request body.
+    pub body_timeout_ms: u64,
+    /// Open client connections (WebSockets included); 0 derives it from the file descriptor
+    /// limit. A connection past it evicts the oldest idle one, or is closed at once.
+    pub max_connections: usize,
+    /// The longest request path (the whole path, prefix included); longer ones get 414.
+    pub max_path_bytes: usize,
+    /// The longest query string; longer ones get 414.
+    pub max_query_bytes: usize,
+    /// A WebSocket whose client has sent nothing for this long is pinged, and closed (1001)
+    /// when it still sends nothing for as long again; 0 turns this off.
+    pub websocket_ping_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 15_000,
+            keepalive_timeout_ms: 75_000,
+            body_timeout_ms: 60_000,
+            max_connections: 0,
+            max_path_bytes: MAX_CLIENT_PATH,
+            max_query_bytes: crate::plugin::guard::MAX_URL_PART,
+            websocket_ping_ms: 30_000,
+        }
+    }
+}
+
+/// The longest client path: what a plugin may return ([`crate::plugin::guard::MAX_URL_PART`])
+/// with room for a prefix, so a plugin that passes the path through is never refused for it.
+pub const MAX_CLIENT_PATH: usize = crate::plugin::guard::MAX_URL_PART - 1024;
+
+impl ClientConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// The WebSocket ping interval, if pings are on.
+    pub fn websocket_ping(&self) -> Option<Duration> {
+        (self.websocket_ping_ms > 0).then(|| Duration::from_millis(self.websocket_ping_ms))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("client.header_timeout_ms", self.header_timeout_ms),
+            ("client.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("client.body_timeout_ms", self.body_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be above 0"));
+            }
+        }
+        if !(1..=MAX_CLIENT_PATH).contains(&self.max_path_bytes) {
+            return Err(format!(
+                "client.max_path_bytes must be between 1 and {MAX_CLIENT_PATH}"
+            ));
+        }
+        let max_query = crate::plugin::guard::MAX_URL_PART;
+        if !(1..=max_query).contains(&self.max_query_bytes) {
+            return Err(format!(
+                "client.max_query_bytes must be between 1 and {max_query}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Whether Docker discovery runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "DockerSwitch")]
@@ -394,6 +482,7 @@ impl Default for Config {
             retry: Retry::default(),
             proxy: ProxyConfig::default(),
             docker: DockerConfig::default(),
+            client: ClientConfig::default(),
         }
     }
 }
@@ -423,6 +512,17 @@ impl Config {
 
     /// Parses and validates TOML; `path` only names the origin in errors.
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        // An empty file is what an editor or a copy leaves for a moment while it writes: taken
+        // for a real configuration, it would drop every service.
+        let blank = text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'));
+        if blank {
+            return Err(ConfigError::Invalid {
+                path: path.map(Path::to_owned),
+                message: "the file is empty (use `listen = ...` at least)".to_owned(),
+            });
+        }
         let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
             path: path.map(Path::to_owned),
             message: err.to_string().trim_end().to_owned(),
@@ -473,6 +573,7 @@ impl Config {
         if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
             return Err("retry.max_backoff_ms is below retry.initial_backoff_ms".to_owned());
         }
+        self.client.validate()?;
         self.docker.validate()
     }
 }
@@ -578,6 +679,35 @@ mod tests {
         );
         let unknown = "lisen = \"127.0.0.1:1\"";
         assert!(Config::parse(unknown, None).is_err());
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        for empty in ["", "\n  \n", "# only a comment\n"] {
+            let err = Config::parse(empty, None).expect_err("empty");
+            assert!(err.to_string().contains("empty"), "{err}");
+        }
+    }
+
+    #[test]
+    fn client_section() {
+        let config = Config::parse(DEFAULT, None).expect("default");
+        assert_eq!(config.client.header_timeout_ms, 15_000);
+        assert_eq!(config.client.keepalive_timeout_ms, 75_000);
+        let set = Config::parse(
+            "[client]\nheader_timeout_ms = 200\nmax_connections = 10",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(set.client.header_timeout(), Duration::from_millis(200));
+        for bad in [
+            "[client]\nheader_timeout_ms = 0",
+            "[client]\nmax_path_bytes = 100000",
+            "[client]\nmax_query_bytes = 0",
+            "[client]\nheader_timeout = 1",
+        ] {
+            assert!(Config::parse(bad, None).is_err(), "{bad}");
+        }
     }
 
     #[test]

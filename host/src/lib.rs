@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod path;
 pub mod plugin;
 pub mod proxy;
 pub mod registry;

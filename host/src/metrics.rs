@@ -19,19 +19,25 @@ pub const UNROUTED: &str = "_unrouted";
 /// Kinds of upstream failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
+    /// No connection could be made.
     Refused,
+    /// The connection closed before a response.
     Reset,
+    /// No response in time.
     Timeout,
+    /// The answer was not valid HTTP.
+    Invalid,
 }
 
 impl UpstreamFailure {
-    const ALL: [Self; 3] = [Self::Refused, Self::Reset, Self::Timeout];
+    const ALL: [Self; 4] = [Self::Refused, Self::Reset, Self::Timeout, Self::Invalid];
 
     fn label(self) -> &'static str {
         match self {
             Self::Refused => "refused",
             Self::Reset => "reset",
             Self::Timeout => "timeout",
+            Self::Invalid => "invalid",
         }
     }
 }
@@ -44,7 +50,7 @@ pub struct ServiceMetrics {
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_micros: AtomicU64,
-    upstream_errors: [AtomicU64; 3],
+    upstream_errors: [AtomicU64; UpstreamFailure::ALL.len()],
     retries: AtomicU64,
     websockets_open: AtomicI64,
     websockets_total: AtomicU64,

@@ -57,6 +57,10 @@ pub enum PluginError {
     Refused(#[from] guard::GuardError),
     #[error("the plugin is disabled after repeated failures")]
     Disabled,
+    /// The answer was refused, but it only repeats what the client sent (its path or query):
+    /// the request is at fault, not the plugin, and the failure is not counted.
+    #[error("the request cannot be forwarded: {0}")]
+    ClientInput(guard::GuardError),
 }
 
 impl PluginError {
@@ -86,7 +90,58 @@ impl PluginError {
             Self::OutOfMemory => "memory",
             Self::Refused(_) => "refused",
             Self::Disabled => "disabled",
+            Self::ClientInput(_) => "client-input",
         }
+    }
+}
+
+/// The hooks of the contract, for per-hook accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    OnRequest,
+    OnWebsocket,
+    Claim,
+    OnResponse,
+    RewriteBody,
+}
+
+impl Hook {
+    pub const ALL: [Self; 5] = [
+        Self::OnRequest,
+        Self::OnWebsocket,
+        Self::Claim,
+        Self::OnResponse,
+        Self::RewriteBody,
+    ];
+
+    /// The hook's name in the WIT contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnRequest => "on-request",
+            Self::OnWebsocket => "on-websocket",
+            Self::Claim => "claim",
+            Self::OnResponse => "on-response",
+            Self::RewriteBody => "rewrite-body",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refused `on-request`/`on-websocket` answer is the client's fault when its path and query
+/// are the client's own (below or with the prefix): the plugin passed the request through
+/// unchanged and the request itself cannot be forwarded.
+fn blame(req: &Request, path: &str, query: Option<&str>, err: guard::GuardError) -> PluginError {
+    let echoed_path = path == req.path
+        || path
+            .strip_prefix(req.prefix.as_str())
+            .is_some_and(|rest| rest == req.path);
+    if echoed_path && query == req.query.as_deref() && guard::target(path, query).is_err() {
+        PluginError::ClientInput(err)
+    } else {
+        PluginError::Refused(err)
     }
 }
 
@@ -112,7 +167,8 @@ pub struct Plugin {
     isolation: Isolation,
     idle: Mutex<Vec<Instance>>,
     log: Arc<PluginLog>,
-    consecutive_failures: AtomicU32,
+    /// Failures in a row, per hook: a success of one hook does not hide another's failures.
+    consecutive_failures: [AtomicU32; Hook::ALL.len()],
     disabled: AtomicBool,
     stats: PluginStats,
 }
@@ -130,7 +186,7 @@ impl std::fmt::Debug for Plugin {
 
 /// Defines a hook method: check out an instance, call, guard the answer, account for it.
 macro_rules! hook {
-    ($(#[$doc:meta])* $name:ident, $call:ident, ($($arg:ident: $ty:ty),*) -> $out:ty, $check:expr) => {
+    ($(#[$doc:meta])* $name:ident, $hook:expr, $call:ident, ($($arg:ident: $ty:ty),*) -> $out:ty, $check:expr) => {
         $(#[$doc])*
         pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, PluginError> {
             let mut instance = self.checkout().await?;
@@ -138,11 +194,11 @@ macro_rules! hook {
             instance.arm(started, self.runtime.config().call_timeout);
             let result = instance.world.$call(&mut instance.store, $($arg),*).await;
             let result = result.map_err(|err| self.call_error(err)).and_then(|answer| {
-                let check: fn(&$out) -> Result<(), guard::GuardError> = $check;
+                let check = $check;
                 check(&answer)?;
                 Ok(answer)
             });
-            self.finish(instance, started, stringify!($name), result)
+            self.finish(instance, started, $hook, result)
         }
     };
 }
@@ -178,7 +234,7 @@ impl Plugin {
             pre,
             isolation,
             idle: Mutex::new(Vec::new()),
-            consecutive_failures: AtomicU32::new(0),
+            consecutive_failures: Default::default(),
             disabled: AtomicBool::new(false),
             stats: PluginStats::default(),
         });
@@ -242,29 +298,40 @@ impl Plugin {
 
     hook!(
         /// The `on-request` hook: where and how an HTTP request goes upstream.
-        on_request, call_on_request, (req: &Request) -> UpstreamRequest, guard::upstream_request
+        on_request, Hook::OnRequest, call_on_request, (req: &Request) -> UpstreamRequest,
+        |plan: &UpstreamRequest| {
+            guard::upstream_request(plan)
+                .map_err(|err| blame(req, &plan.path, plan.query.as_deref(), err))
+        }
     );
 
     hook!(
         /// The `on-websocket` hook: where and how a WebSocket is opened upstream.
-        on_websocket, call_on_websocket, (req: &Request, protocols: &[String]) -> UpstreamWebsocket,
-        guard::upstream_websocket
+        on_websocket, Hook::OnWebsocket, call_on_websocket,
+        (req: &Request, protocols: &[String]) -> UpstreamWebsocket,
+        |plan: &UpstreamWebsocket| {
+            guard::upstream_websocket(plan)
+                .map_err(|err| blame(req, &plan.path, plan.query.as_deref(), err))
+        }
     );
 
     hook!(
         /// The `claim` hook: how sure the plugin is that an un-prefixed path is its own.
-        claim, call_claim, (req: &OrphanRequest) -> u32, |_| Ok(())
+        claim, Hook::Claim, call_claim, (req: &OrphanRequest) -> u32,
+        |_: &u32| Ok::<(), PluginError>(())
     );
 
     hook!(
         /// The `on-response` hook: response header edits and whether to rewrite the body.
-        on_response, call_on_response, (resp: &Response) -> ResponsePlan, guard::response_plan
+        on_response, Hook::OnResponse, call_on_response, (resp: &Response) -> ResponsePlan,
+        |plan: &ResponsePlan| guard::response_plan(plan).map_err(PluginError::Refused)
     );
 
     hook!(
         /// The `rewrite-body` hook: the new body, or `None` to keep it.
-        rewrite_body, call_rewrite_body, (resp: &Response, body: &[u8]) -> Option<Vec<u8>>,
-        |body| body.as_deref().map_or(Ok(()), guard::body)
+        rewrite_body, Hook::RewriteBody, call_rewrite_body,
+        (resp: &Response, body: &[u8]) -> Option<Vec<u8>>,
+        |new: &Option<Vec<u8>>| new.as_deref().map_or(Ok(()), guard::body).map_err(PluginError::Refused)
     );
 
     fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
@@ -299,15 +366,19 @@ impl Plugin {
         &self,
         instance: Instance,
         started: Instant,
-        hook: &'static str,
+        hook: Hook,
         result: Result<T, PluginError>,
     ) -> Result<T, PluginError> {
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.nanos.fetch_add(elapsed, Ordering::Relaxed);
+        let consecutive = &self.consecutive_failures[hook.index()];
         match &result {
-            Ok(_) => {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
+            // The instance did its work: the client's request is what cannot go on.
+            Ok(_) | Err(PluginError::ClientInput(_)) => {
+                if result.is_ok() {
+                    consecutive.store(0, Ordering::Relaxed);
+                }
                 if self.isolation == Isolation::Pooled {
                     let mut idle = self.idle_instances();
                     if idle.len() < self.runtime.config().pool_size {
@@ -320,14 +391,15 @@ impl Plugin {
                 // fresh one takes its place on the next checkout.
                 drop(instance);
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(plugin = %self.info.name, hook, error = %err, "plugin call failed; using the generic behaviour");
+                let failures = consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(plugin = %self.info.name, hook = hook.as_str(), error = %err, "plugin call failed; using the generic behaviour");
                 let limit = self.runtime.config().max_consecutive_failures;
                 if failures >= limit && !self.disabled.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         plugin = %self.info.name,
                         failures,
-                        "plugin disabled after {failures} consecutive failures; replace or reload it to enable it again"
+                        hook = hook.as_str(),
+                        "plugin disabled after {failures} consecutive failures of one hook; replace or reload it to enable it again"
                     );
                     self.idle_instances().clear();
                 }

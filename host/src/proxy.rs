@@ -3,6 +3,7 @@
 
 pub mod assets;
 mod body;
+mod connector;
 pub mod headers;
 mod http;
 mod retry;
@@ -15,7 +16,7 @@ use arc_swap::ArcSwap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::config::{Config, ProxyConfig, Retry, Timeouts};
+use crate::config::{ClientConfig, Config, ProxyConfig, Retry, Timeouts};
 use crate::metrics::Metrics;
 use crate::plugin::{self, Plugin, PluginError, PluginRegistry};
 use crate::registry::{Availability, Service, ServiceTable};
@@ -35,12 +36,18 @@ pub enum ProxyError {
     Unavailable { service: String, reason: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the request target is too long: {0}")]
+    UriTooLong(String),
+    #[error("the request body did not arrive in time: {0}")]
+    RequestTimeout(String),
     #[error("service {service:?}: no upstream accepted the connection ({detail})")]
     Refused { service: String, detail: String },
     #[error("service {service:?}: the upstream closed the connection before answering ({detail})")]
     Reset { service: String, detail: String },
     #[error("service {service:?}: the upstream did not answer in time ({detail})")]
     Timeout { service: String, detail: String },
+    #[error("service {service:?}: the upstream's answer was not valid HTTP ({detail})")]
+    Invalid { service: String, detail: String },
     #[error("service {service:?}: the plugin failed and the service is fail-closed: {error}")]
     Plugin { service: String, error: PluginError },
 }
@@ -59,18 +66,45 @@ impl ProxyError {
         match self {
             Self::UnknownService { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Ambiguous { .. } => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Refused { .. } | Self::Reset { .. } | Self::Plugin { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Refused { .. }
+            | Self::Reset { .. }
+            | Self::Invalid { .. }
+            | Self::Plugin { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
-    /// The error as a response: HTML for a browser, JSON otherwise.
+    /// The error as a response: HTML for a browser, JSON otherwise. Upstream and plugin
+    /// errors are told without their detail (OS error text, internal addresses, plugin
+    /// messages), which goes to the log instead.
     pub fn render(&self, html: bool) -> Response {
-        error_response(self.status(), &self.to_string(), html)
+        error_response(self.status(), &self.public_message(), html)
+    }
+
+    /// What the client is told.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Refused { service, .. } => {
+                format!("service {service:?}: no upstream accepted the connection")
+            }
+            Self::Reset { service, .. } => {
+                format!("service {service:?}: the upstream closed the connection before answering")
+            }
+            Self::Timeout { service, .. } => {
+                format!("service {service:?}: the upstream did not answer in time")
+            }
+            Self::Invalid { service, .. } => {
+                format!("service {service:?}: the upstream's answer was not valid HTTP")
+            }
+            Self::Plugin { service, .. } => {
+                format!("service {service:?}: its plugin failed and the service is fail-closed")
+            }
+            other => other.to_string(),
+        }
     }
 }
 
@@ -133,6 +167,7 @@ pub fn enter_worker(index: usize) {
 struct Live {
     retry: Retry,
     proxy: ProxyConfig,
+    client: ClientConfig,
 }
 
 /// The forwarding engine: the HTTP client, the service table, the plugins and the metrics.
@@ -145,16 +180,15 @@ pub struct Proxy {
     clients: Vec<UpstreamClient>,
     timeouts: Timeouts,
     live: ArcSwap<Live>,
+    /// Turned true at shutdown: every WebSocket relay closes both sides with `1001`.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// The client of the upstream connections: HTTP/1.1 with keep-alive pooling. Requests and
 /// responses pass through as `http` types, bodies streaming, with nothing added: no default
 /// headers, no redirects followed, no retries beyond a request that never left a pooled
 /// connection closed under it (Portico's own retries are in [`retry`]).
-type UpstreamClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    axum::body::Body,
->;
+type UpstreamClient = hyper_util::client::legacy::Client<connector::Connector, axum::body::Body>;
 
 fn upstream_client(timeouts: &Timeouts) -> UpstreamClient {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -164,7 +198,7 @@ fn upstream_client(timeouts: &Timeouts) -> UpstreamClient {
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(timeouts.pool_idle())
         .pool_max_idle_per_host(256)
-        .build(connector)
+        .build(connector::Connector(connector))
 }
 
 /// Where a request goes: the service, the path below its prefix, and the prefix.
@@ -178,6 +212,9 @@ pub struct Target {
     /// requests.
     pub path: String,
     pub query: Option<String>,
+    /// False for a request that arrived without `/proxy/{x}` and was routed by Referer,
+    /// cookie or claim.
+    pub prefixed: bool,
 }
 
 /// Per-request context: what every phase needs to know about the request.
@@ -188,6 +225,7 @@ struct Context {
     request: plugin::Request,
     view: ClientView,
     started: Instant,
+    prefixed: bool,
 }
 
 impl Proxy {
@@ -211,7 +249,19 @@ impl Proxy {
             live: ArcSwap::from_pointee(Live {
                 retry: config.retry.clone(),
                 proxy: config.proxy.clone(),
+                client: config.client.clone(),
             }),
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Closes every relayed WebSocket with `1001 Going Away` and waits (up to `grace`) for the
+    /// relays to end.
+    pub async fn close_websockets(&self, grace: std::time::Duration) {
+        self.stop.send_replace(true);
+        let deadline = Instant::now() + grace;
+        while self.stop.receiver_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -223,7 +273,14 @@ impl Proxy {
         self.live.store(Arc::new(Live {
             retry: config.retry.clone(),
             proxy: config.proxy.clone(),
+            client: config.client.clone(),
         }));
+    }
+
+    /// The longest path and query a client may send (`[client]`, changed by a reload).
+    pub fn target_limits(&self) -> (usize, usize) {
+        let live = self.live.load();
+        (live.client.max_path_bytes, live.client.max_query_bytes)
     }
 
     /// The HTTP client of the serving thread this runs on. A pooled upstream connection is
@@ -303,6 +360,7 @@ impl Proxy {
             request: plugin_request,
             view,
             started,
+            prefixed: target.prefixed,
         };
         // Both futures are boxed: inline, they would make this one (and axum's boxed handler
         // future) kilobytes large, copied on every request.
@@ -329,6 +387,10 @@ async fn with_fallback<T>(
 ) -> Result<T, ProxyError> {
     match call.await {
         Ok(answer) => Ok(answer),
+        Err(PluginError::ClientInput(err)) => Err(match err {
+            plugin::guard::GuardError::TooLong { .. } => ProxyError::UriTooLong(err.to_string()),
+            _ => ProxyError::BadRequest(err.to_string()),
+        }),
         Err(error) if ctx_service.fail_closed => Err(ProxyError::Plugin {
             service: ctx_service.id.clone(),
             error,
@@ -337,64 +399,19 @@ async fn with_fallback<T>(
     }
 }
 
-/// The upstream URI for `path` and `query` below `base`, as the HTTP client takes it.
+/// The upstream URI for `path` and `query` below `base` (see [`crate::path::join`]).
 fn upstream_uri(
     base: &url::Url,
     path: &str,
     query: Option<&str>,
 ) -> Result<axum::http::Uri, ProxyError> {
-    let url = upstream_url(base, path, query)?;
-    axum::http::Uri::from_maybe_shared(bytes::Bytes::from(String::from(url)))
+    crate::path::join(base, path, query)
         .map_err(|err| ProxyError::BadRequest(format!("cannot build the upstream URI: {err}")))
-}
-
-/// The upstream URL for `path` and `query` below `base`. Only the path and query are parsed:
-/// the base's scheme and authority were checked when the service was configured.
-fn upstream_url(base: &url::Url, path: &str, query: Option<&str>) -> Result<url::Url, ProxyError> {
-    if base.cannot_be_a_base() {
-        return Err(ProxyError::BadRequest(format!(
-            "cannot build the upstream URL: {base} cannot be a base"
-        )));
-    }
-    let mut url = base.clone();
-    let base_path = base.path().trim_end_matches('/');
-    if base_path.is_empty() {
-        url.set_path(path);
-    } else {
-        url.set_path(&format!("{base_path}{path}"));
-    }
-    url.set_query(query);
-    url.set_fragment(None);
-    Ok(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_join_base_and_path() {
-        let base = url::Url::parse("http://127.0.0.1:8501/base/").expect("url");
-        let url = upstream_url(&base, "/a%20b/c", Some("x=1&y")).expect("url");
-        assert_eq!(url.as_str(), "http://127.0.0.1:8501/base/a%20b/c?x=1&y");
-        let root = url::Url::parse("http://h:1").expect("url");
-        assert_eq!(
-            upstream_url(&root, "/", None).expect("url").as_str(),
-            "http://h:1/"
-        );
-        let with_query = url::Url::parse("http://h:1/?old=1").expect("url");
-        assert_eq!(
-            upstream_url(&with_query, "/x", None).expect("url").as_str(),
-            "http://h:1/x"
-        );
-        // A '?' or '#' inside the path stays in the path.
-        assert_eq!(
-            upstream_url(&root, "/a?b#c", Some("q"))
-                .expect("url")
-                .as_str(),
-            "http://h:1/a%3Fb%23c?q"
-        );
-    }
 
     #[test]
     fn errors_render_for_browsers_and_programs() {

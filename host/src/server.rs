@@ -17,6 +17,8 @@ use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
 use crate::proxy::{self, Proxy, ProxyError, Target, assets, escape_html, headers};
 use crate::registry::{Availability, Lookup, Service, ServiceTable, Source, docker, r#static};
 
+mod confine;
+mod conn;
 mod workers;
 
 use workers::Workers;
@@ -77,7 +79,7 @@ impl AppState {
 /// slash), `/proxy/{id}/...` (forwarded, HTTP or WebSocket), and everything else routed to a
 /// service by Referer, affinity cookie or plugin claim.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/proxy", get(list))
@@ -86,7 +88,10 @@ pub fn app(state: AppState) -> Router {
         .route("/proxy/{id}/", any(prefixed))
         .route("/proxy/{id}/{*path}", any(prefixed))
         .fallback(orphan)
-        .with_state(state)
+        .with_state(state.clone());
+    // The target is normalised before the inner router sees it, so routing uses the
+    // normalised path.
+    Router::new().fallback_service(confine::Confine::new(routes, state))
 }
 
 async fn healthz() -> Response {
@@ -250,6 +255,7 @@ async fn without_slash(State(state): State<AppState>, request: Request) -> Respo
             address: id.to_owned(),
             path: "/".to_owned(),
             query: request.uri().query().map(str::to_owned),
+            prefixed: true,
         };
         let peer = peer(&request);
         return state.proxy.handle(target, request, peer).await;
@@ -285,6 +291,7 @@ async fn prefixed(State(state): State<AppState>, request: Request) -> Response {
         address: id.to_owned(),
         path: rest.to_owned(),
         query: request.uri().query().map(str::to_owned),
+        prefixed: true,
     };
     let peer = peer(&request);
     state.proxy.handle(target, request, peer).await
@@ -319,6 +326,7 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
                         service,
                         path,
                         query,
+                        prefixed: false,
                     },
                     request,
                     peer,
@@ -343,8 +351,24 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting connections and waits (boundedly) for requests in flight.
+    /// Reads the configuration file again (what SIGHUP does); false without one.
+    pub fn reload(&self) -> bool {
+        match &self._config_watch {
+            Some(watch) => {
+                watch.reload();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the WebSockets with `1001 Going Away`, stops accepting connections and waits
+    /// (boundedly) for requests in flight.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.state
+            .proxy
+            .close_websockets(Duration::from_secs(2))
+            .await;
         match tokio::time::timeout(Duration::from_secs(10), self.workers.drain()).await {
             Ok(result) => result.map_err(ServeError::Io),
             Err(_) => {
@@ -397,9 +421,20 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         })?;
     let addr = listeners[0].local_addr()?;
     let state = AppState::new(proxy);
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let workers = Workers::spawn(listeners, &service)?;
-    tracing::info!(%addr, workers = config.workers(), services = services.list().len(), "Portico listening");
+    let descriptors = conn::raise_descriptor_limit();
+    let cap = match config.client.max_connections {
+        0 => conn::default_cap(descriptors),
+        n => n,
+    };
+    let settings = workers::Settings {
+        timeouts: conn::Timeouts {
+            header: config.client.header_timeout(),
+            keepalive: config.client.keepalive_timeout(),
+        },
+        cap: cap.div_ceil(config.workers()),
+    };
+    let workers = Workers::spawn(listeners, &app(state.clone()), settings)?;
+    tracing::info!(%addr, workers = config.workers(), max_connections = cap, services = services.list().len(), "Portico listening");
     Ok(Running {
         addr,
         state,
@@ -421,6 +456,7 @@ fn watch_config(
     let workers = initial.workers;
     let plugins = initial.plugins.clone();
     let docker = initial.docker.clone();
+    let client = initial.client.clone();
     r#static::watch(
         path.clone(),
         move |config| {
@@ -433,6 +469,12 @@ fn watch_config(
             }
             if config.docker != docker {
                 tracing::warn!("changed [docker] settings take effect at the next start");
+            }
+            let restart_only = |c: &crate::config::ClientConfig| {
+                (c.header_timeout_ms, c.keepalive_timeout_ms, c.max_connections)
+            };
+            if restart_only(&config.client) != restart_only(&client) {
+                tracing::warn!("changed [client] timeouts and max_connections take effect at the next start");
             }
             proxy
                 .services()
@@ -461,30 +503,56 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     if let Some(dir) = args.plugins_dir {
         config.plugins.dir = dir;
     }
+    let mut signals = Signals::new();
     let running = start(config, args.config.clone()).await?;
-    shutdown_signal().await;
+    while let Signal::Reload = signals.next().await {
+        if running.reload() {
+            tracing::info!("SIGHUP: reading the configuration file again");
+        } else {
+            tracing::info!("SIGHUP: no configuration file to read again");
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// What a signal asks for.
+enum Signal {
+    /// Ctrl-C or SIGTERM.
+    Stop,
+    /// SIGHUP: read the configuration again, as nginx does.
+    Reload,
+}
+
+/// The signals Portico answers, registered once so that none is lost between two waits.
+struct Signals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    }
+
+    async fn next(&mut self) -> Signal {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+            () = recv(&mut self.terminate) => Signal::Stop,
+            () = recv(&mut self.hangup) => Signal::Reload,
+        }
     }
 }
 

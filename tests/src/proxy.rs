@@ -2,7 +2,8 @@
 //! bundled plugins, and small upstream servers.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,7 +24,19 @@ impl Portico {
     /// Starts Portico with `body` (TOML: services and sections other than `[plugins]`) after
     /// `listen = "127.0.0.1:0"`.
     pub async fn start(body: &str) -> anyhow::Result<Self> {
+        Self::start_with_plugins(body, &[]).await
+    }
+
+    /// As [`Portico::start`], with the `.wasm` files `plugins` copied into the plugins
+    /// directory first.
+    pub async fn start_with_plugins(body: &str, plugins: &[&Path]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugin_dir).context("creating the plugins directory")?;
+        for plugin in plugins {
+            let name = plugin.file_name().context("a plugin file name")?;
+            std::fs::copy(plugin, plugin_dir.join(name)).context("copying a plugin")?;
+        }
         let config_path = dir.path().join("portico.toml");
         std::fs::write(&config_path, config_text(&dir, body))
             .context("writing the configuration")?;
@@ -83,12 +96,17 @@ impl Portico {
     }
 }
 
+/// The configuration: `body` after `listen`, with the plugins directory set in the body's
+/// own `[plugins]` section or in one added at the end.
 fn config_text(dir: &tempfile::TempDir, body: &str) -> String {
     let plugins = dir.path().join("plugins");
-    format!(
-        "listen = \"127.0.0.1:0\"\n{body}\n\n[plugins]\ndir = {:?}\n",
-        plugins.display().to_string()
-    )
+    let dir_line = format!("dir = {:?}\n", plugins.display().to_string());
+    let body = if body.contains("[plugins]\n") {
+        body.replacen("[plugins]\n", &format!("[plugins]\n{dir_line}"), 1)
+    } else {
+        format!("{body}\n\n[plugins]\n{dir_line}")
+    };
+    format!("listen = \"127.0.0.1:0\"\n{body}")
 }
 
 /// A `[[services]]` entry.
@@ -112,6 +130,146 @@ pub async fn upstream(router: axum::Router) -> anyhow::Result<SocketAddr> {
 pub async fn closed_port() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(listener.local_addr()?)
+}
+
+/// Sends `request` (raw bytes, as written) on a new connection and reads until the server
+/// closes it or `Connection: close` ends the answer; the status code and the whole answer.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .context("the answer did not end")??;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no status line in {text:?}"))?;
+    Ok((status, text))
+}
+
+/// How a [`RawUpstream`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `200 ok`, kept alive, with a `Set-Cookie` whose `Path` is spaced out.
+    Ok,
+    /// Closes the connection without answering.
+    Close,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+    /// Answers the first request of each connection, closes on the second without answering
+    /// (a keep-alive connection the upstream dropped just as a request went out).
+    CloseSecond,
+}
+
+/// An upstream written on raw sockets that records every request head exactly as received.
+#[derive(Debug, Clone)]
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    pub async fn start(answer: Answer) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(raw_connection(stream, answer, Arc::clone(&seen)));
+            }
+        });
+        Ok(Self { addr, heads })
+    }
+
+    /// The request heads received so far, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads
+            .lock()
+            .map(|heads| heads.clone())
+            .unwrap_or_default()
+    }
+
+    /// The request targets received so far (`GET /x HTTP/1.1` gives `/x`).
+    pub fn targets(&self) -> Vec<String> {
+        self.heads()
+            .iter()
+            .filter_map(|head| head.split(' ').nth(1).map(str::to_owned))
+            .collect()
+    }
+}
+
+async fn raw_connection(
+    mut stream: tokio::net::TcpStream,
+    answer: Answer,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = Vec::new();
+    let mut served = 0;
+    loop {
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        while chunked && !buffer[head_end..].windows(5).any(|w| w == b"0\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let length = if chunked {
+            buffer.len() - head_end
+        } else {
+            length
+        };
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..head_end + length);
+        if let Ok(mut heads) = seen.lock() {
+            heads.push(head);
+        }
+        served += 1;
+        let reply: &[u8] = match answer {
+            Answer::Ok => {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nset-cookie: s=1;Path = /\r\n\r\nok"
+            }
+            Answer::CloseSecond if served == 1 => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            Answer::Close | Answer::CloseSecond => return,
+            Answer::Garbage => b"garbage, not HTTP\r\n\r\n",
+        };
+        if stream.write_all(reply).await.is_err() || answer == Answer::Garbage {
+            return;
+        }
+    }
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).

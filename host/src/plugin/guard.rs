@@ -59,21 +59,24 @@ pub enum GuardError {
     TooManyHeaders(usize),
     #[error("subprotocol {0:?} is not a valid token")]
     BadSubprotocol(String),
+    #[error("path {path:?}: {why}")]
+    Unconfined {
+        path: String,
+        why: crate::path::PathError,
+    },
     #[error("plugin info: {0}")]
     BadInfo(String),
 }
 
 /// Checks an `on-request` answer.
 pub fn upstream_request(plan: &UpstreamRequest) -> Result<(), GuardError> {
-    path(&plan.path)?;
-    query(plan.query.as_deref())?;
+    target(&plan.path, plan.query.as_deref())?;
     header_edits(&plan.headers)
 }
 
 /// Checks an `on-websocket` answer.
 pub fn upstream_websocket(plan: &UpstreamWebsocket) -> Result<(), GuardError> {
-    path(&plan.path)?;
-    query(plan.query.as_deref())?;
+    target(&plan.path, plan.query.as_deref())?;
     header_edits(&plan.headers)?;
     if let Subprotocols::Replace(list) = &plan.protocols {
         if list.len() > MAX_SUBPROTOCOLS {
@@ -161,11 +164,22 @@ pub fn info(info: &PluginInfo) -> Result<(), GuardError> {
     Ok(())
 }
 
+/// Checks the path and query of an upstream request.
+pub fn target(path_: &str, query_: Option<&str>) -> Result<(), GuardError> {
+    path(path_)?;
+    query(query_)
+}
+
 fn path(path: &str) -> Result<(), GuardError> {
     if !path.starts_with('/') || path.starts_with("//") {
         return Err(GuardError::NotOriginForm(truncate(path)));
     }
-    url_part("path", path, |b| b == b'?' || b == b'#')
+    url_part("path", path, |b| b == b'?' || b == b'#')?;
+    // A dot segment or a backslash would let the join with the upstream base climb out of it.
+    crate::path::check_confined(path).map_err(|why| GuardError::Unconfined {
+        path: truncate(path),
+        why,
+    })
 }
 
 fn query(query: Option<&str>) -> Result<(), GuardError> {
@@ -304,6 +318,12 @@ mod tests {
             "/a?b",
             "/a#f",
             "/é",
+            "/app/../../secret",
+            "/app/./x",
+            "/%2e%2e/secret",
+            "/a\\b",
+            "/a%5Cb",
+            "/a/..%2Fb",
         ] {
             assert!(
                 upstream_request(&request(bad, Vec::new())).is_err(),

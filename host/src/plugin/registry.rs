@@ -45,6 +45,9 @@ pub struct PluginRegistry {
     isolation: IsolationPolicy,
     from_dir: Mutex<BTreeMap<PathBuf, Loaded>>,
     table: ArcSwap<Table>,
+    /// Files refused at their current content, by digest: a file is tried again only once it
+    /// changes, so a broken plugin (or one whose `info` never returns) is refused once.
+    refused: Mutex<BTreeMap<PathBuf, [u8; 32]>>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -93,6 +96,7 @@ impl PluginRegistry {
             isolation,
             from_dir: Mutex::new(BTreeMap::new()),
             table: ArcSwap::from_pointee(Table::default()),
+            refused: Mutex::new(BTreeMap::new()),
             reloading: tokio::sync::Mutex::new(()),
         });
         registry.reload().await;
@@ -152,7 +156,8 @@ impl PluginRegistry {
                 }
             };
             let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            if previous.get(&path) == Some(&digest) {
+            let refused_before = self.refused_files().get(&path) == Some(&digest);
+            if previous.get(&path) == Some(&digest) || refused_before {
                 if let Some(kept) = self.dir_plugins().remove(&path) {
                     next.insert(path, kept);
                 }
@@ -167,10 +172,12 @@ impl PluginRegistry {
                         isolation = ?plugin.isolation(),
                         "plugin loaded"
                     );
+                    self.refused_files().remove(&path);
                     next.insert(path, Loaded { digest, plugin });
                 }
                 Err(err) => {
-                    tracing::error!(path = %path.display(), error = %err, "plugin refused; the previous version, if any, keeps serving");
+                    tracing::error!(path = %path.display(), error = %err, "plugin refused; the previous version, if any, keeps serving; the file is tried again when it changes");
+                    self.refused_files().insert(path.clone(), digest);
                     if let Some(kept) = self.dir_plugins().remove(&path) {
                         next.insert(path, kept);
                     }
@@ -182,6 +189,8 @@ impl PluginRegistry {
                 tracing::info!(path = %path.display(), "plugin removed");
             }
         }
+        self.refused_files()
+            .retain(|path, _| next.contains_key(path) || path.is_file());
         let table = self.build_table(&next);
         *self.dir_plugins() = next;
         self.table.store(Arc::new(table));
@@ -221,6 +230,12 @@ impl PluginRegistry {
         table
     }
 
+    fn refused_files(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, [u8; 32]>> {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn dir_plugins(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Loaded>> {
         self.from_dir
             .lock()
@@ -237,7 +252,9 @@ impl PluginRegistry {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // Reading the files (as the reload does) is no change: counting it would make
+                // every reload trigger the next.
+                if event.is_ok_and(|event| !event.kind.is_access()) {
                     let _ = tx.send(());
                 }
             })?;

@@ -33,21 +33,37 @@ struct Shared {
     started: AtomicBool,
     empty: bool,
     done: tokio::sync::watch::Sender<bool>,
+    /// Why reading the client's body failed (malformed chunked encoding, a stall, a reset):
+    /// the request is then the client's fault, not the upstream's.
+    client_error: Mutex<Option<ProxyError>>,
 }
 
 impl RequestBody {
-    pub fn new(body: Body) -> Self {
+    /// Takes the client's body; a pause of `idle` between two reads fails it.
+    pub fn new(body: Body, idle: Duration) -> Self {
         let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
         let (done, done_rx) = tokio::sync::watch::channel(empty);
+        let stream = (!empty)
+            .then(|| Body::new(IdleTimeout::new(body, idle, "the client")).into_data_stream());
         Self {
             shared: Arc::new(Shared {
-                slot: Mutex::new((!empty).then(|| body.into_data_stream())),
+                slot: Mutex::new(stream),
                 started: AtomicBool::new(false),
                 empty,
                 done,
+                client_error: Mutex::new(None),
             }),
             done: done_rx,
         }
+    }
+
+    /// The error that reading the client's body met, if any.
+    pub fn client_error(&self) -> Option<ProxyError> {
+        self.shared
+            .client_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// The body for one attempt.
@@ -112,34 +128,59 @@ impl Stream for Attempt {
             return Poll::Ready(None);
         };
         let next = Pin::new(inner).poll_next(cx);
-        if let Poll::Ready(None) = next {
-            this.shared.done.send_replace(true);
+        match &next {
+            Poll::Ready(None) => {
+                this.shared.done.send_replace(true);
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let timed_out = std::error::Error::source(err)
+                    .and_then(|source| source.downcast_ref::<std::io::Error>())
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                let error = if timed_out {
+                    ProxyError::RequestTimeout(err.to_string())
+                } else {
+                    ProxyError::BadRequest(format!("the request body could not be read: {err}"))
+                };
+                *this
+                    .shared
+                    .client_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+            }
+            _ => {}
         }
         next
     }
 }
 
-/// An upstream response body that fails when no data arrives for `idle`: a stalled upstream
-/// does not hold a client and a connection forever. The timer is armed only when a read has
-/// to wait, so a body that is already buffered costs none.
+/// A body that fails when no data arrives for `idle`: a stalled upstream (or client) does not
+/// hold a connection forever. The timer is armed only when a read has to wait, so a body that
+/// is already buffered costs none.
 #[derive(Debug)]
-pub(super) struct IdleTimeout {
-    inner: Incoming,
+pub(super) struct IdleTimeout<B = Incoming> {
+    inner: B,
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Who stalled, for the error: "the upstream" or "the client".
+    sender: &'static str,
 }
 
-impl IdleTimeout {
-    pub fn new(inner: Incoming, idle: Duration) -> Self {
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration, sender: &'static str) -> Self {
         Self {
             inner,
             idle,
             timer: None,
+            sender,
         }
     }
 }
 
-impl HttpBody for IdleTimeout {
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -165,7 +206,7 @@ impl HttpBody for IdleTimeout {
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("the upstream sent nothing for {idle:?}"),
+                        format!("{} sent nothing for {idle:?}", this.sender),
                     )))),
                     Poll::Pending => Poll::Pending,
                 }

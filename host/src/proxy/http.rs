@@ -37,9 +37,11 @@ pub(super) async fn forward(
         live.proxy.rewrite_host,
         &upstream.headers,
     );
-    let body = RequestBody::new(body);
+    let body = RequestBody::new(body, live.client.body_timeout());
     let metrics = proxy.metrics.service(&ctx.service.id);
     let mut backoff = Backoff::new(&live.retry, ctx.started);
+    // Whether the one resend of a request that reached an upstream has been used.
+    let mut resent = false;
     loop {
         let mut last = None;
         for (index, base) in ctx.service.upstream_order() {
@@ -50,20 +52,26 @@ pub(super) async fn forward(
             *attempt.headers_mut() = request_headers.clone();
             match send(proxy.client(), attempt, &body, proxy.timeouts.first_byte()).await {
                 Ok(response) => {
+                    super::connector::Uses::count(response.extensions());
                     ctx.service.health.set(Status::Up);
                     ctx.service.remember(index);
                     return respond(proxy, live, &ctx, &method, response).await;
                 }
                 Err(failure) => {
+                    if let Some(client) = body.client_error() {
+                        tracing::debug!(service = %ctx.service.id, error = %client, "the client's request body failed");
+                        return Err(client);
+                    }
                     metrics.upstream_error(failure.kind);
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
                     tracing::debug!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream attempt failed");
-                    if !failure.retriable(&method, body.replayable()) {
+                    if !failure.retriable(&method, body.replayable(), resent) {
                         tracing::warn!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream failed");
                         return Err(failure.into_error(&ctx.service.id));
                     }
+                    resent |= !failure.before_send;
                     last = Some(failure);
                 }
             }
@@ -106,7 +114,11 @@ async fn respond(
     let (parts, incoming) = upstream.into_parts();
     let status = parts.status;
     let mut response_headers = parts.headers;
-    let upstream = Body::new(IdleTimeout::new(incoming, proxy.timeouts.idle()));
+    let upstream = Body::new(IdleTimeout::new(
+        incoming,
+        proxy.timeouts.idle(),
+        "the upstream",
+    ));
     headers::strip_hop_by_hop(&mut response_headers);
     let media = headers::media_type(&response_headers);
     let plugin = &ctx.plugin;
@@ -138,6 +150,9 @@ async fn respond(
             rewrite = Some(seen);
         }
     }
+    if !ctx.prefixed {
+        scope_cookies(&mut response_headers, &ctx.request.prefix);
+    }
     if media == "text/html"
         && status.as_u16() < 400
         && let Ok(cookie) = HeaderValue::from_str(&headers::affinity_cookie(&ctx.service.id))
@@ -163,6 +178,30 @@ async fn respond(
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     Ok(response)
+}
+
+/// Scopes every cookie of a response to a request that arrived without the prefix to the
+/// service that answered it: its default or root path would make it visible to every app.
+fn scope_cookies(response_headers: &mut axum::http::HeaderMap, prefix: &str) {
+    if !response_headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let scoped: Vec<HeaderValue> = response_headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| portico_rewrite::scope_cookie_path_always(text, prefix))
+                .and_then(|text| HeaderValue::from_str(&text).ok())
+                .unwrap_or_else(|| value.clone())
+        })
+        .collect();
+    response_headers.remove(header::SET_COOKIE);
+    for value in scoped {
+        response_headers.append(header::SET_COOKIE, value);
+    }
 }
 
 fn has_body(method: &Method, status: StatusCode) -> bool {

@@ -14,48 +14,69 @@ pub(super) struct Failure {
     pub kind: UpstreamFailure,
     /// True when nothing reached the upstream (the connection was never made).
     pub before_send: bool,
+    /// True when the connection had carried an earlier response: a keep-alive connection the
+    /// upstream may have closed just as this request went out.
+    pub reused: bool,
     pub detail: String,
 }
 
 impl Failure {
     pub fn refused(detail: impl Into<String>) -> Self {
-        Self {
-            kind: UpstreamFailure::Refused,
-            before_send: true,
-            detail: detail.into(),
-        }
+        Self::after_send(UpstreamFailure::Refused, detail).before_send()
     }
 
     pub fn timeout(detail: impl Into<String>) -> Self {
+        Self::after_send(UpstreamFailure::Timeout, detail)
+    }
+
+    /// A failure once the request may have reached the upstream.
+    pub fn after_send(kind: UpstreamFailure, detail: impl Into<String>) -> Self {
         Self {
-            kind: UpstreamFailure::Timeout,
+            kind,
             before_send: false,
+            reused: false,
             detail: detail.into(),
         }
     }
 
+    fn before_send(mut self) -> Self {
+        self.before_send = true;
+        self
+    }
+
     /// Classifies an error of the HTTP client: no connection (refused, unreachable, or not
-    /// made within the connect timeout) or a connection lost before the response head.
+    /// made within the connect timeout), an answer that is not HTTP, or a connection lost
+    /// before the response head.
     pub fn of(err: &hyper_util::client::legacy::Error) -> Self {
         let detail = chain(err);
         if err.is_connect() {
-            Self::refused(detail)
-        } else {
-            Self {
-                kind: UpstreamFailure::Reset,
-                before_send: false,
-                detail,
-            }
+            return Self::refused(detail);
+        }
+        let invalid = std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<hyper::Error>())
+            .is_some_and(hyper::Error::is_parse);
+        if invalid {
+            return Self::after_send(UpstreamFailure::Invalid, detail);
+        }
+        Self {
+            reused: super::connector::Uses::reused(err),
+            ..Self::after_send(UpstreamFailure::Reset, detail)
         }
     }
 
-    /// True when the attempt may be made again: the upstream never saw the request, or it
-    /// was an idempotent request whose body was not consumed (or was empty).
-    pub fn retriable(&self, method: &Method, body_replayable: bool) -> bool {
+    /// True when the attempt may be made again without the upstream seeing the request twice
+    /// for nothing: a connection that was never made is retried (while the budget lasts); a
+    /// request that reached the upstream only once more (`resent` says whether that was
+    /// used), when it is idempotent, its body can be sent again, and the connection was a
+    /// reused keep-alive one that closed before any response byte. A timeout or an invalid
+    /// answer is final.
+    pub fn retriable(&self, method: &Method, body_replayable: bool, resent: bool) -> bool {
         match self.kind {
             UpstreamFailure::Refused => self.before_send || body_replayable,
-            UpstreamFailure::Reset => body_replayable && is_idempotent(method),
-            UpstreamFailure::Timeout => false,
+            UpstreamFailure::Reset => {
+                self.reused && !resent && body_replayable && is_idempotent(method)
+            }
+            UpstreamFailure::Timeout | UpstreamFailure::Invalid => false,
         }
     }
 
@@ -67,6 +88,7 @@ impl Failure {
             UpstreamFailure::Refused => ProxyError::Refused { service, detail },
             UpstreamFailure::Reset => ProxyError::Reset { service, detail },
             UpstreamFailure::Timeout => ProxyError::Timeout { service, detail },
+            UpstreamFailure::Invalid => ProxyError::Invalid { service, detail },
         }
     }
 }
@@ -176,15 +198,19 @@ mod tests {
     #[test]
     fn only_safe_attempts_are_retried() {
         let refused = Failure::refused("refused");
-        assert!(refused.retriable(&Method::POST, false));
-        let reset = Failure {
-            kind: UpstreamFailure::Reset,
-            before_send: false,
-            detail: String::new(),
+        assert!(refused.retriable(&Method::POST, false, true));
+        let fresh = Failure::after_send(UpstreamFailure::Reset, "closed");
+        assert!(!fresh.retriable(&Method::GET, true, false));
+        let stale = Failure {
+            reused: true,
+            ..Failure::after_send(UpstreamFailure::Reset, "closed")
         };
-        assert!(reset.retriable(&Method::GET, true));
-        assert!(!reset.retriable(&Method::POST, true));
-        assert!(!reset.retriable(&Method::PUT, false));
-        assert!(!Failure::timeout("t").retriable(&Method::GET, true));
+        assert!(stale.retriable(&Method::GET, true, false));
+        assert!(!stale.retriable(&Method::GET, true, true));
+        assert!(!stale.retriable(&Method::POST, true, false));
+        assert!(!stale.retriable(&Method::PUT, false, false));
+        assert!(!Failure::timeout("t").retriable(&Method::GET, true, false));
+        let invalid = Failure::after_send(UpstreamFailure::Invalid, "garbage");
+        assert!(!invalid.retriable(&Method::GET, true, false));
     }
 }

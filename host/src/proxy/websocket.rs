@@ -13,13 +13,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, header};
 use axum::response::{IntoResponse as _, Response};
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::retry::{self, Backoff, Failure};
-use super::{Context, Live, Proxy, ProxyError, headers, upstream_url, with_fallback};
+use super::{Context, Live, Proxy, ProxyError, headers, upstream_uri, with_fallback};
 use crate::metrics::UpstreamFailure;
 use crate::plugin::{Subprotocols, UpstreamWebsocket, fallback};
 use crate::registry::Status;
@@ -122,12 +123,16 @@ pub(super) async fn forward(
     }
     let metrics = proxy.metrics.service(&ctx.service.id);
     let service = ctx.service.id.clone();
+    let options = RelayOptions {
+        ping: live.client.websocket_ping(),
+        stop: proxy.stop.subscribe(),
+    };
     Ok(upgrade
         .on_failed_upgrade(move |err| tracing::debug!(%err, "client WebSocket upgrade failed"))
         .on_upgrade(move |client| async move {
             let _open = metrics.websocket();
             tracing::debug!(%service, "WebSocket relay started");
-            relay_sockets(client, upstream).await;
+            relay_sockets(client, upstream, options).await;
             tracing::debug!(%service, "WebSocket relay ended");
         }))
 }
@@ -148,7 +153,7 @@ async fn connect(
     loop {
         let mut last = None;
         for (index, base) in ctx.service.upstream_order() {
-            let url = upstream_url(base, &plan.path, plan.query.as_deref())?;
+            let url = upstream_uri(base, &plan.path, plan.query.as_deref())?;
             match attempt(proxy, &url, handshake_headers).await {
                 Ok(Ok(connected)) => {
                     ctx.service.health.set(Status::Up);
@@ -165,7 +170,9 @@ async fn connect(
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
-                    if !failure.retriable(&Method::GET, true) {
+                    // A handshake always goes out on a fresh connection: one that reached the
+                    // upstream and failed is not sent again.
+                    if !failure.retriable(&Method::GET, true, true) {
                         return Err(failure.into_error(&ctx.service.id));
                     }
                     last = Some(failure);
@@ -178,11 +185,11 @@ async fn connect(
 
 async fn attempt(
     proxy: &Proxy,
-    url: &url::Url,
+    url: &axum::http::Uri,
     handshake_headers: &HeaderMap,
 ) -> Result<Result<(Upstream, tungstenite::handshake::client::Response), Response>, Failure> {
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
+    let host = url.host().unwrap_or_default().to_owned();
+    let port = url.port_u16().unwrap_or(80);
     let connect = TcpStream::connect((host.as_str(), port));
     let stream = match tokio::time::timeout(proxy.timeouts.connect(), connect).await {
         Ok(Ok(stream)) => stream,
@@ -199,18 +206,18 @@ async fn attempt(
     };
     let _ = stream.set_nodelay(true);
     let mut request = Request::new(());
-    let mut target = format!("ws://{}{}", authority(url), url.path());
-    if let Some(query) = url.query() {
-        target.push('?');
-        target.push_str(query);
-    }
+    let target = format!(
+        "ws://{}{}",
+        authority(url),
+        url.path_and_query().map_or("/", |p| p.as_str())
+    );
     *request.uri_mut() = target.parse().map_err(|err| {
         Failure::timeout(format!("invalid upstream WebSocket URL {target}: {err}"))
     })?;
     let headers = request.headers_mut();
     *headers = handshake_headers.clone();
     if !headers.contains_key(header::HOST)
-        && let Ok(value) = HeaderValue::from_str(&authority(url))
+        && let Ok(value) = HeaderValue::from_str(authority(url))
     {
         headers.insert(header::HOST, value);
     }
@@ -231,27 +238,22 @@ async fn attempt(
     match tokio::time::timeout(proxy.timeouts.first_byte(), handshake).await {
         Ok(Ok(connected)) => Ok(Ok(connected)),
         Ok(Err(tungstenite::Error::Http(answer))) => Ok(Err(refusal(*answer))),
-        Ok(Err(tungstenite::Error::Protocol(err))) => Err(Failure {
-            kind: UpstreamFailure::Reset,
-            before_send: false,
-            detail: format!("WebSocket handshake with {url} failed: {err}"),
-        }),
-        Ok(Err(err)) => Err(Failure {
-            kind: UpstreamFailure::Reset,
-            before_send: false,
-            detail: format!("WebSocket handshake with {url}: {err}"),
-        }),
+        Ok(Err(tungstenite::Error::Protocol(err))) => Err(Failure::after_send(
+            UpstreamFailure::Invalid,
+            format!("WebSocket handshake with {url} failed: {err}"),
+        )),
+        Ok(Err(err)) => Err(Failure::after_send(
+            UpstreamFailure::Reset,
+            format!("WebSocket handshake with {url}: {err}"),
+        )),
         Err(_) => Err(Failure::timeout(format!(
             "WebSocket handshake with {url}: no answer"
         ))),
     }
 }
 
-fn authority(url: &url::Url) -> String {
-    match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    }
+fn authority(url: &axum::http::Uri) -> &str {
+    url.authority().map_or("", |authority| authority.as_str())
 }
 
 /// The upstream's refusal, as the client's answer.
@@ -266,7 +268,7 @@ fn refusal(answer: tungstenite::http::Response<Option<Vec<u8>>>) -> Response {
 }
 
 /// Relays between the client's socket (axum) and the upstream's (tungstenite).
-async fn relay_sockets(client: WebSocket, upstream: Upstream) {
+async fn relay_sockets(client: WebSocket, upstream: Upstream, options: RelayOptions) {
     let (client_tx, client_rx) = client.split();
     let (upstream_tx, upstream_rx) = upstream.split();
     let client_rx = client_rx.filter_map(|message| async move {
@@ -282,26 +284,62 @@ async fn relay_sockets(client: WebSocket, upstream: Upstream) {
         Box::pin(client_tx),
         upstream_rx,
         upstream_tx,
+        options,
     )
     .await;
 }
 
+/// How a relay watches its client and when it stops.
+#[derive(Debug)]
+pub struct RelayOptions {
+    /// A client silent for this long is pinged, and closed when it stays silent as long again.
+    pub ping: Option<Duration>,
+    /// Turns true when Portico shuts down: both sides get `1001 Going Away`.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The payload of Portico's own pings; the client's pongs to them are not relayed.
+const PING_PAYLOAD: &[u8] = b"portico";
+
+fn going_away(reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// Resolves once `stop` turns true; never when its sender is gone without that.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Relays messages both ways until both directions are closed. When one side goes away
 /// without a close frame, the other gets `1001 Going Away`; once one direction has ended, the
-/// other has [`CLOSE_GRACE`] to finish its close handshake.
+/// other has [`CLOSE_GRACE`] to finish its close handshake. A client that stays silent is
+/// pinged and then closed (see [`RelayOptions`]).
 pub async fn relay<CR, CW, UR, UW, E1, E2>(
     client_rx: CR,
     client_tx: CW,
     upstream_rx: UR,
     upstream_tx: UW,
+    options: RelayOptions,
 ) where
     CR: Stream<Item = Result<Message, E1>> + Unpin,
     CW: Sink<Message> + Unpin,
     UR: Stream<Item = Result<Message, E2>> + Unpin,
     UW: Sink<Message> + Unpin,
 {
-    let to_upstream = pump(client_rx, upstream_tx, "the client went away");
-    let to_client = pump(upstream_rx, client_tx, "the upstream went away");
+    let (ping_tx, ping_rx) = tokio::sync::mpsc::channel(1);
+    let to_upstream = pump_client(
+        client_rx,
+        upstream_tx,
+        options.ping,
+        ping_tx,
+        options.stop.clone(),
+    );
+    let to_client = pump_upstream(upstream_rx, client_tx, ping_rx, options.stop);
     tokio::pin!(to_upstream, to_client);
     tokio::select! {
         () = &mut to_upstream => { let _ = tokio::time::timeout(CLOSE_GRACE, to_client).await; }
@@ -309,30 +347,115 @@ pub async fn relay<CR, CW, UR, UW, E1, E2>(
     }
 }
 
-/// Forwards one direction. Each message is written (and flushed) before the next is read, so a
-/// slow reader slows the writer instead of filling memory.
-async fn pump<R, W, E>(mut rx: R, mut tx: W, gone: &'static str)
+/// What one read from a side led to.
+enum Step {
+    Go,
+    Done,
+}
+
+/// Forwards one read to `tx`; a side that errs or ends gets the other side a `1001`.
+async fn relay_one<W, E>(item: Option<Result<Message, E>>, tx: &mut W, gone: &'static str) -> Step
 where
+    W: Sink<Message> + Unpin,
+{
+    match item {
+        Some(Ok(Message::Frame(_))) => Step::Go,
+        Some(Ok(message)) => {
+            let close = matches!(message, Message::Close(_));
+            if tx.send(message).await.is_err() || close {
+                return Step::Done;
+            }
+            Step::Go
+        }
+        Some(Err(_)) | None => {
+            let _ = tx.send(going_away(gone)).await;
+            let _ = tx.close().await;
+            Step::Done
+        }
+    }
+}
+
+/// Client to upstream. Each message is written (and flushed) before the next is read, so a
+/// slow reader slows the writer instead of filling memory. The client's silence is watched:
+/// after `ping` it is pinged (by the other direction, which owns its sink), after twice that
+/// the upstream is told it went away.
+async fn pump_client<R, W, E>(
+    mut rx: R,
+    mut tx: W,
+    ping: Option<Duration>,
+    ping_tx: tokio::sync::mpsc::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    W: Sink<Message> + Unpin,
+{
+    let mut pinged = false;
+    loop {
+        let next = async {
+            match ping {
+                Some(ping) => tokio::time::timeout(ping, rx.next()).await.ok(),
+                None => Some(rx.next().await),
+            }
+        };
+        tokio::select! {
+            () = stopped(&mut stop) => {
+                let _ = tx.send(going_away("Portico is shutting down")).await;
+                let _ = tx.close().await;
+                return;
+            }
+            next = next => match next {
+                None if pinged => {
+                    let _ = tx.send(going_away("the client stopped answering")).await;
+                    let _ = tx.close().await;
+                    return;
+                }
+                None => {
+                    pinged = true;
+                    let _ = ping_tx.try_send(());
+                }
+                Some(item) => {
+                    pinged = false;
+                    if let Some(Ok(Message::Pong(payload))) = &item
+                        && payload.as_ref() == PING_PAYLOAD
+                    {
+                        continue;
+                    }
+                    if let Step::Done = relay_one(item, &mut tx, "the client went away").await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Upstream to client, and Portico's pings to the client.
+async fn pump_upstream<R, W, E>(
+    mut rx: R,
+    mut tx: W,
+    mut pings: tokio::sync::mpsc::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
+) where
     R: Stream<Item = Result<Message, E>> + Unpin,
     W: Sink<Message> + Unpin,
 {
     loop {
-        match rx.next().await {
-            Some(Ok(Message::Frame(_))) => {}
-            Some(Ok(message)) => {
-                let close = matches!(message, Message::Close(_));
-                if tx.send(message).await.is_err() || close {
+        tokio::select! {
+            () = stopped(&mut stop) => {
+                let _ = tx.send(going_away("Portico is shutting down")).await;
+                let _ = tx.close().await;
+                return;
+            }
+            Some(()) = pings.recv() => {
+                let ping = Message::Ping(bytes::Bytes::from_static(PING_PAYLOAD));
+                if tx.send(ping).await.is_err() {
                     return;
                 }
             }
-            Some(Err(_)) | None => {
-                let frame = CloseFrame {
-                    code: CloseCode::Away,
-                    reason: Utf8Bytes::from_static(gone),
-                };
-                let _ = tx.send(Message::Close(Some(frame))).await;
-                let _ = tx.close().await;
-                return;
+            item = rx.next() => {
+                if let Step::Done = relay_one(item, &mut tx, "the upstream went away").await {
+                    return;
+                }
             }
         }
     }
@@ -398,6 +521,65 @@ mod tests {
         (seen, Box::pin(sink))
     }
 
+    /// Options with no stop signal: its sender is gone at once.
+    fn options(ping: Option<Duration>) -> RelayOptions {
+        let (_, stop) = watch::channel(false);
+        RelayOptions { ping, stop }
+    }
+
+    fn away(messages: &[Message]) -> bool {
+        matches!(messages.last(), Some(Message::Close(Some(frame))) if frame.code == CloseCode::Away)
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_pinged_then_closed() {
+        let from_client = stream::pending::<Result<Message, std::convert::Infallible>>();
+        let from_upstream = stream::pending::<Result<Message, std::convert::Infallible>>();
+        let (to_upstream, upstream_tx) = recorder();
+        let (to_client, client_tx) = recorder();
+        let relay = relay(
+            from_client,
+            client_tx,
+            from_upstream,
+            upstream_tx,
+            options(Some(Duration::from_millis(30))),
+        );
+        // The upstream side never answers the close: the relay ends after the grace period,
+        // which this test does not wait for.
+        let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
+        let down = to_client.lock().expect("lock").clone();
+        assert_eq!(
+            down.first(),
+            Some(&Message::Ping(bytes::Bytes::from_static(PING_PAYLOAD))),
+            "{down:?}"
+        );
+        let up = to_upstream.lock().expect("lock").clone();
+        assert!(away(&up), "{up:?}");
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_both_sides_with_going_away() {
+        let (stop, stop_rx) = watch::channel(false);
+        let from_client = stream::pending::<Result<Message, std::convert::Infallible>>();
+        let from_upstream = stream::pending::<Result<Message, std::convert::Infallible>>();
+        let (to_upstream, upstream_tx) = recorder();
+        let (to_client, client_tx) = recorder();
+        let relay = relay(
+            from_client,
+            client_tx,
+            from_upstream,
+            upstream_tx,
+            RelayOptions {
+                ping: None,
+                stop: stop_rx,
+            },
+        );
+        stop.send_replace(true);
+        relay.await;
+        assert!(away(&to_client.lock().expect("lock")));
+        assert!(away(&to_upstream.lock().expect("lock")));
+    }
+
     fn close(code: u16, reason: &'static str) -> Message {
         Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
@@ -425,6 +607,7 @@ mod tests {
             client_tx,
             stream::iter(from_upstream),
             upstream_tx,
+            options(None),
         )
         .await;
         let up = to_upstream.lock().expect("lock").clone();
@@ -453,7 +636,14 @@ mod tests {
         let from_upstream = stream::iter(Vec::<Result<Message, std::convert::Infallible>>::new());
         let (to_upstream, upstream_tx) = recorder();
         let (_to_client, client_tx) = recorder();
-        relay(from_client, client_tx, from_upstream, upstream_tx).await;
+        relay(
+            from_client,
+            client_tx,
+            from_upstream,
+            upstream_tx,
+            options(None),
+        )
+        .await;
         let up = to_upstream.lock().expect("lock").clone();
         assert!(
             matches!(&up[..], [Message::Close(Some(frame))] if frame.code == CloseCode::Away),
@@ -473,7 +663,14 @@ mod tests {
         let stuck = sink::unfold((), |(), _message: Message| {
             futures_util::future::pending::<Result<(), std::convert::Infallible>>()
         });
-        let pump = pump(Box::pin(from_client), Box::pin(stuck), "gone");
+        let (ping_tx, _ping_rx) = tokio::sync::mpsc::channel(1);
+        let pump = pump_client(
+            Box::pin(from_client),
+            Box::pin(stuck),
+            None,
+            ping_tx,
+            options(None).stop,
+        );
         let _ = tokio::time::timeout(Duration::from_millis(50), pump).await;
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

@@ -36,6 +36,14 @@ pub fn services(config: &Config) -> Vec<Service> {
 #[derive(Debug)]
 pub struct ConfigWatch {
     _watcher: notify::RecommendedWatcher,
+    trigger: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl ConfigWatch {
+    /// Reads the file again now, as if it had changed (SIGHUP).
+    pub fn reload(&self) {
+        let _ = self.trigger.send(());
+    }
 }
 
 /// Watches `path` and calls `apply` with every valid new version of it. An invalid version is
@@ -54,6 +62,7 @@ pub fn watch(
     };
     let name = path.file_name().map(ToOwned::to_owned);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let trigger = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
@@ -70,7 +79,10 @@ pub fn watch(
             reload(&path, &mut last, &apply, &rejected);
         }
     });
-    Ok(ConfigWatch { _watcher: watcher })
+    Ok(ConfigWatch {
+        _watcher: watcher,
+        trigger,
+    })
 }
 
 fn reload(path: &Path, last: &mut Option<String>, apply: &impl Fn(Config), rejected: &impl Fn()) {

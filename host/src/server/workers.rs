@@ -5,10 +5,19 @@
 //! no task migrates and no wake-up crosses threads, which is where a work-stealing runtime
 //! spends much of a small proxied request.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{oneshot, watch};
+
+use super::conn::{Admission, ClientIo, Table, Timeouts};
 
 /// What the workers are told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +29,17 @@ enum Order {
     Stop,
 }
 
-type Service = IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>;
+/// How the workers treat client connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settings {
+    pub timeouts: Timeouts,
+    /// Open connections allowed per worker.
+    pub cap: usize,
+}
+
+/// The largest request head (request line and headers) a client may send; hyper answers 431
+/// past it. nginx's default allows 4 buffers of 8 KiB.
+const MAX_HEAD: usize = 64 << 10;
 
 /// The running workers. Dropping them stops them at once.
 #[derive(Debug)]
@@ -61,10 +80,11 @@ pub(super) fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::n
 }
 
 impl Workers {
-    /// Starts one worker thread per listener, each serving `service`.
+    /// Starts one worker thread per listener, each serving `router`.
     pub(super) fn spawn(
         listeners: Vec<std::net::TcpListener>,
-        service: &Service,
+        router: &axum::Router,
+        settings: Settings,
     ) -> std::io::Result<Self> {
         let (order, orders) = watch::channel(Order::Serve);
         let mut workers = Self {
@@ -72,13 +92,13 @@ impl Workers {
             done: Vec::with_capacity(listeners.len()),
         };
         for (index, listener) in listeners.into_iter().enumerate() {
-            let service = service.clone();
+            let router = router.clone();
             let orders = orders.clone();
             let (report, done) = oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("portico-worker-{index}"))
                 .spawn(move || {
-                    let _ = report.send(run(index, listener, service, orders));
+                    let _ = report.send(run(index, listener, router, settings, orders));
                 })?;
             workers.done.push(done);
         }
@@ -111,7 +131,8 @@ impl Drop for Workers {
 fn run(
     index: usize,
     listener: std::net::TcpListener,
-    service: Service,
+    router: axum::Router,
+    settings: Settings,
     mut orders: watch::Receiver<Order>,
 ) -> std::io::Result<()> {
     crate::proxy::enter_worker(index);
@@ -121,15 +142,96 @@ fn run(
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let mut drain = orders.clone();
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-            let _ = drain.wait_for(|order| *order != Order::Serve).await;
-        });
-        tokio::select! {
-            result = serve => result,
-            _ = orders.wait_for(|order| *order == Order::Stop) => Ok(()),
+        let table = Table::new(settings.cap);
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // The header and keep-alive timeouts are kept by the socket (see `conn`).
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD);
+        while *orders.borrow_and_update() == Order::Serve {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => serve(stream, peer, &table, &builder, &graceful, &router, settings),
+                    Err(err) => accept_failed(&err, &table).await,
+                },
+                _ = orders.changed() => {}
+            }
         }
+        drop(listener);
+        if *orders.borrow() == Order::Stop {
+            return Ok(());
+        }
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            _ = orders.wait_for(|order| *order == Order::Stop) => {}
+        }
+        Ok(())
     })
+}
+
+/// Serves one accepted connection in its own task, unless the table is full of busy ones.
+fn serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    table: &Arc<Table>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    router: &axum::Router,
+    settings: Settings,
+) {
+    if table.admit() == Admission::Full {
+        tracing::debug!(%peer, open = table.len(), "connection refused: every connection is busy");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let (io, shared) = ClientIo::new(stream, table, settings.timeouts);
+    let router = router.clone();
+    let requests = Arc::clone(&shared);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let in_flight = requests.request();
+        let call = tower_service::Service::call(&mut router.clone(), request);
+        async move {
+            let response = match call.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok::<_, Infallible>(in_flight.attach(response))
+        }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        tokio::select! {
+            result = connection => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "client connection ended with an error");
+                }
+            }
+            () = shared.evict.notified() => {
+                tracing::debug!(%peer, "idle connection closed to make room for a new one");
+            }
+        }
+    });
+}
+
+/// An accept that failed. Out of file descriptors, the oldest idle connection is closed to
+/// make room; any error pauses accepting briefly rather than spinning on it.
+async fn accept_failed(err: &std::io::Error, table: &Table) {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    if matches!(err.raw_os_error(), Some(EMFILE | ENFILE)) {
+        let evicted = table.evict_one();
+        tracing::warn!(%err, evicted, "cannot accept a connection: out of file descriptors");
+    } else {
+        tracing::debug!(%err, "accept failed");
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 #[cfg(test)]

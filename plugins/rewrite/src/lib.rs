@@ -68,38 +68,52 @@ fn prefix_on_host(rest: &str, prefix: &str, public_host: &str) -> Option<String>
 /// needs no change.
 ///
 /// Only the attribute changes; the cookie's name and value are never touched or re-encoded.
-/// A cookie without `Path` already defaults to the public request path, so it stays as it is.
+/// The attribute is recognised in any case and spacing (`path = /`). A cookie without `Path`
+/// already defaults to the public request path, so it stays as it is.
 pub fn scope_cookie_path(set_cookie: &str, prefix: &str) -> Option<String> {
-    let mut out = String::with_capacity(set_cookie.len() + prefix.len());
+    scope_cookie(set_cookie, prefix, false)
+}
+
+/// As [`scope_cookie_path`], and a cookie without `Path` gets `Path={prefix}`: for responses
+/// to requests that arrived without the prefix, whose default path would lie outside it.
+pub fn scope_cookie_path_always(set_cookie: &str, prefix: &str) -> Option<String> {
+    scope_cookie(set_cookie, prefix, true)
+}
+
+fn scope_cookie(set_cookie: &str, prefix: &str, add_missing: bool) -> Option<String> {
+    let mut out = String::with_capacity(set_cookie.len() + prefix.len() + 7);
     let mut changed = false;
+    let mut has_path = false;
     for (index, part) in set_cookie.split(';').enumerate() {
         if index > 0 {
             out.push(';');
         }
-        if index == 0 {
+        let attribute = part.split_once('=');
+        let is_path = index > 0
+            && attribute.is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("path"));
+        let Some((name, value)) = attribute.filter(|_| is_path) else {
             out.push_str(part);
             continue;
-        }
-        let trimmed = part.trim_start();
-        let lead = &part[..part.len() - trimmed.len()];
-        let is_path = trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case("path=");
-        if !is_path {
-            out.push_str(part);
-            continue;
-        }
-        let value = trimmed[5..].trim();
+        };
+        has_path = true;
+        let value = value.trim();
         if !value.starts_with('/') || has_prefix(value, prefix) {
             out.push_str(part);
             continue;
         }
-        let scoped = if value == "/" {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}{value}")
-        };
+        let lead = &name[..name.len() - name.trim_start().len()];
         out.push_str(lead);
-        out.push_str(&trimmed[..5]);
-        out.push_str(&scoped);
+        out.push_str(name.trim());
+        out.push('=');
+        out.push_str(prefix);
+        if value != "/" {
+            out.push_str(value);
+        }
+        changed = true;
+    }
+    if add_missing && !has_path {
+        out.push_str("; Path=");
+        out.push_str(prefix);
         changed = true;
     }
     changed.then_some(out)
@@ -275,6 +289,27 @@ mod tests {
         assert_eq!(scope_cookie_path("s=1; Path=/proxy/app", P), None);
         assert_eq!(scope_cookie_path("s=1; HttpOnly", P), None);
         assert_eq!(scope_cookie_path("path=/; Max-Age=3", P), None);
+        assert_eq!(
+            scope_cookie_path("s=1;Path = / ;Secure", P).as_deref(),
+            Some("s=1;Path=/proxy/app;Secure")
+        );
+        assert_eq!(
+            scope_cookie_path("s=1; PATH=/x", P).as_deref(),
+            Some("s=1; PATH=/proxy/app/x")
+        );
+    }
+
+    #[test]
+    fn cookies_of_unprefixed_requests_get_a_path() {
+        assert_eq!(
+            scope_cookie_path_always("s=1; HttpOnly", P).as_deref(),
+            Some("s=1; HttpOnly; Path=/proxy/app")
+        );
+        assert_eq!(scope_cookie_path_always("s=1; Path=/proxy/app/x", P), None);
+        assert_eq!(
+            scope_cookie_path_always("s=1; Path=/", P).as_deref(),
+            Some("s=1; Path=/proxy/app")
+        );
     }
 
     #[test]

@@ -1,0 +1,358 @@
+//! A hostile client against a real Portico: raw sockets, an upstream that records exactly the
+//! bytes it receives, the real bundled plugins and the hostile fixture. One test per way a
+//! client could escape a service, switch off its plugin, hold connections, or make Portico
+//! send one request many times.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use portico_tests::proxy::{Answer, Portico, RawUpstream, closed_port, raw};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const HOSTILE: &str = env!("PORTICO_HOSTILE_WASM");
+
+/// A service `c` of `service_type` whose upstream has a base path.
+fn based(service_type: &str, up: SocketAddr) -> String {
+    format!(
+        "\n[[services]]\nid = \"c\"\ntype = \"{service_type}\"\nupstreams = [\"http://{up}/base/\"]\n"
+    )
+}
+
+fn get(target: &str, extra: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: portal\r\n{extra}Connection: close\r\n\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn no_path_climbs_above_the_upstream_base() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let portico = Portico::start(&based("generic", up.addr)).await?;
+    for target in [
+        "/proxy/c/../../secret",
+        "/proxy/c/%2e%2e/secret",
+        "/proxy/c/%2E%2e/%2e%2E/secret",
+        "/proxy/c/.%2e/secret",
+        "/proxy/c/x/../../secret",
+        "/proxy/c/..\\..\\secret",
+        "/proxy/c/a%5c..%5c..%5csecret",
+        "/proxy/c/a/..%2F..%2Fsecret",
+    ] {
+        let (status, answer) = raw(portico.addr(), &get(target, "")).await?;
+        assert_eq!(status, 400, "{target}: {answer}");
+    }
+    // The same through an un-prefixed path that the Referer would route to the service.
+    for target in ["/../../secret", "/%2e%2e/secret", "/a/../../secret"] {
+        let (status, answer) = raw(
+            portico.addr(),
+            &get(target, "Referer: http://portal/proxy/c/\r\n"),
+        )
+        .await?;
+        assert_eq!(status, 400, "{target}: {answer}");
+    }
+    assert!(
+        up.targets().is_empty(),
+        "reached the upstream: {:?}",
+        up.targets()
+    );
+
+    // Dot segments that stay inside the service resolve; `%2F` stays encoded.
+    raw(portico.addr(), &get("/proxy/c/a/./b/../d", "")).await?;
+    raw(portico.addr(), &get("/proxy/c/a%2Fb", "")).await?;
+    raw(
+        portico.addr(),
+        &get("/x/../static/app.js", "Referer: /proxy/c/\r\n"),
+    )
+    .await?;
+    assert_eq!(
+        up.targets(),
+        ["/base/a/d", "/base/a%2Fb", "/base/static/app.js"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_path_with_dot_segments_is_refused() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let portico =
+        Portico::start_with_plugins(&based("hostile", up.addr), &[Path::new(HOSTILE)]).await?;
+    let (status, _) = raw(portico.addr(), &get("/proxy/c/dots", "")).await?;
+    // The plugin's answer is refused and the generic behaviour serves the request instead.
+    assert_eq!(status, 200);
+    assert_eq!(up.targets(), ["/base/dots"]);
+    let hostile = portico
+        .running
+        .state
+        .proxy()
+        .plugins()
+        .get("hostile")
+        .expect("hostile loaded");
+    assert_eq!(
+        hostile
+            .stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_input_is_not_charged_to_the_plugin() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let portico = Portico::start(&based("dash", up.addr)).await?;
+    let long_path = format!("/proxy/c/{}", "a".repeat(9 * 1024));
+    let long_query = format!("/proxy/c/?q={}", "a".repeat(9 * 1024));
+    for _ in 0..12 {
+        let (status, _) = raw(portico.addr(), &get(&long_path, "")).await?;
+        assert_eq!(status, 414);
+        let (status, _) = raw(portico.addr(), &get(&long_query, "")).await?;
+        assert_eq!(status, 414);
+        let mut utf8 = b"GET /proxy/c/caf".to_vec();
+        utf8.extend_from_slice(&[0xc3, 0xa9]);
+        utf8.extend_from_slice(b" HTTP/1.1\r\nHost: portal\r\nConnection: close\r\n\r\n");
+        let (status, answer) = raw(portico.addr(), &utf8).await?;
+        assert_eq!(status, 400, "{answer}");
+    }
+    let dash = portico
+        .running
+        .state
+        .proxy()
+        .plugins()
+        .get("dash")
+        .expect("dash");
+    assert!(!dash.is_disabled());
+    assert_eq!(
+        dash.stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(up.targets().is_empty());
+    let (status, _) = raw(portico.addr(), &get("/proxy/c/_dash-layout", "")).await?;
+    assert_eq!(status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_hook_succeeding_does_not_hide_another_failing() -> anyhow::Result<()> {
+    // `on-request` traps on every request; `on-response` (called for the Set-Cookie the
+    // upstream sends) succeeds in between.
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let body = format!(
+        "{}\n[plugins]\nmax_consecutive_failures = 3\n",
+        based("hostile", up.addr)
+    );
+    let portico = Portico::start_with_plugins(&body, &[Path::new(HOSTILE)]).await?;
+    for _ in 0..3 {
+        let (status, _) = raw(portico.addr(), &get("/proxy/c/trap", "")).await?;
+        assert_eq!(status, 200, "the generic behaviour serves it");
+    }
+    let hostile = portico
+        .running
+        .state
+        .proxy()
+        .plugins()
+        .get("hostile")
+        .expect("hostile");
+    assert!(hostile.is_disabled());
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_cut_off() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let body = format!(
+        "{}\n[client]\nheader_timeout_ms = 300\nkeepalive_timeout_ms = 600\nbody_timeout_ms = 300\n",
+        based("generic", up.addr)
+    );
+    let portico = Portico::start(&body).await?;
+
+    // A connection that sends nothing is closed.
+    let mut silent = TcpStream::connect(portico.addr()).await?;
+    assert_eq!(read_until_closed(&mut silent).await?, "");
+
+    // A slowloris client, one header line every 100 ms, is closed while still sending.
+    let mut slow = TcpStream::connect(portico.addr()).await?;
+    slow.write_all(b"GET /proxy/c/ HTTP/1.1\r\nHost: portal\r\n")
+        .await?;
+    let mut cut = false;
+    for index in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow
+            .write_all(format!("x-slow-{index}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a slowloris client kept its connection for 10 s");
+
+    // A kept-alive connection that keeps asking stays open past the keep-alive timeout;
+    // left idle, it is closed.
+    let mut kept = TcpStream::connect(portico.addr()).await?;
+    for _ in 0..10 {
+        kept.write_all(b"GET /proxy/c/ping HTTP/1.1\r\nHost: portal\r\n\r\n")
+            .await?;
+        let answer = read_answer(&mut kept).await?;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read_until_closed(&mut kept).await?, "");
+
+    // A body that stalls gets 408.
+    let mut stalled = TcpStream::connect(portico.addr()).await?;
+    stalled
+        .write_all(b"POST /proxy/c/upload HTTP/1.1\r\nHost: portal\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await?;
+    let answer = read_until_closed(&mut stalled).await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_upstreams_get_the_request_once() -> anyhow::Result<()> {
+    for answer in [Answer::Close, Answer::Garbage] {
+        let up = RawUpstream::start(answer).await?;
+        // A long retry budget: were the request retried, the test would show it.
+        let body = format!(
+            "{}\n[retry]\nbudget_ms = 60000\n",
+            based("generic", up.addr)
+        );
+        let portico = Portico::start(&body).await?;
+        let (status, text) = raw(portico.addr(), &get("/proxy/c/once", "")).await?;
+        assert_eq!(status, 502, "{answer:?}: {text}");
+        assert_eq!(up.targets(), ["/base/once"], "{answer:?}");
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("os error"),
+            "the error page tells internals: {text}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stale_keep_alive_connection_is_retried_once() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::CloseSecond).await?;
+    let portico = Portico::start(&based("generic", up.addr)).await?;
+    let (status, _) = raw(portico.addr(), &get("/proxy/c/first", "")).await?;
+    assert_eq!(status, 200);
+    // Goes out on the kept-alive upstream connection, which closes without answering: sent
+    // again once, on a new connection.
+    let (status, _) = raw(portico.addr(), &get("/proxy/c/second", "")).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.targets(),
+        ["/base/first", "/base/second", "/base/second"]
+    );
+    // Not for a POST.
+    let post = b"POST /proxy/c/post HTTP/1.1\r\nHost: portal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (status, _) = raw(portico.addr(), post).await?;
+    assert_eq!(status, 502);
+    assert_eq!(
+        up.targets().iter().filter(|t| *t == "/base/post").count(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_requests_are_the_clients_error() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let portico = Portico::start(&based("generic", up.addr)).await?;
+    let two_hosts =
+        b"GET /proxy/c/ HTTP/1.1\r\nHost: portal\r\nHost: evil\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(portico.addr(), two_hosts).await?.0, 400);
+    let bad_host = b"GET /proxy/c/ HTTP/1.1\r\nHost: user@evil\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(portico.addr(), bad_host).await?.0, 400);
+    let no_host = b"GET /proxy/c/ HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(portico.addr(), no_host).await?.0, 400);
+    let http10 = b"GET /proxy/c/ HTTP/1.0\r\n\r\n";
+    assert_eq!(raw(portico.addr(), http10).await?.0, 200);
+    let chunked = b"POST /proxy/c/up HTTP/1.1\r\nHost: portal\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\n";
+    let (status, text) = raw(portico.addr(), chunked).await?;
+    assert_eq!(status, 400, "{text}");
+    let metrics = portico.fetch("/metrics").await?.1;
+    assert!(
+        !metrics.lines().any(|line| line
+            .starts_with("portico_upstream_errors_total{service=\"c\"")
+            && !line.ends_with(" 0")),
+        "counted as an upstream error:\n{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cookies_are_scoped_to_the_service_that_set_them() -> anyhow::Result<()> {
+    let up = RawUpstream::start(Answer::Ok).await?;
+    let portico = Portico::start(&based("generic", up.addr)).await?;
+    let (_, prefixed) = raw(portico.addr(), &get("/proxy/c/page", "")).await?;
+    assert!(
+        prefixed
+            .to_ascii_lowercase()
+            .contains("set-cookie: s=1;path=/proxy/c\r\n"),
+        "{prefixed}"
+    );
+    let (_, orphan) = raw(
+        portico.addr(),
+        &get("/_stcore/x", "Referer: http://portal/proxy/c/\r\n"),
+    )
+    .await?;
+    assert!(
+        orphan
+            .to_ascii_lowercase()
+            .contains("set-cookie: s=1;path=/proxy/c\r\n"),
+        "{orphan}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_reported_without_internals() -> anyhow::Result<()> {
+    let dead = closed_port().await?;
+    let body = format!("{}\n[retry]\nbudget_ms = 100\n", based("generic", dead));
+    let portico = Portico::start(&body).await?;
+    let (status, text) = raw(portico.addr(), &get("/proxy/c/", "")).await?;
+    assert_eq!(status, 502);
+    assert!(!text.contains(&dead.to_string()), "{text}");
+    assert!(
+        !text.contains("os error") && !text.contains("refused ("),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Reads one answer with a `content-length` body from a kept-alive connection.
+async fn read_answer(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "closed mid-answer");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return Ok(text);
+            }
+        }
+    }
+}
+
+/// Reads until the server closes the connection (a hang guard of 10 s, not a timing check).
+async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
