@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use portico_tests::proxy::{Answer, Portico, RawUpstream, closed_port, raw};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -171,7 +172,7 @@ async fn silent_and_slow_clients_are_cut_off() -> anyhow::Result<()> {
 
     // A connection that sends nothing is closed.
     let mut silent = TcpStream::connect(portico.addr()).await?;
-    assert_eq!(read_until_closed(&mut silent).await?, "");
+    assert_eq!(read_until_closed(&mut silent).await.context("silent")?, "");
 
     // A slowloris client, one header line every 100 ms, is closed while still sending.
     let mut slow = TcpStream::connect(portico.addr()).await?;
@@ -201,14 +202,19 @@ async fn silent_and_slow_clients_are_cut_off() -> anyhow::Result<()> {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(read_until_closed(&mut kept).await?, "");
+    assert_eq!(
+        read_until_closed(&mut kept).await.context("kept alive")?,
+        ""
+    );
 
     // A body that stalls gets 408.
     let mut stalled = TcpStream::connect(portico.addr()).await?;
     stalled
         .write_all(b"POST /proxy/c/upload HTTP/1.1\r\nHost: portal\r\nContent-Length: 100\r\n\r\n0123456789")
         .await?;
-    let answer = read_until_closed(&mut stalled).await?;
+    let answer = read_until_closed(&mut stalled)
+        .await
+        .context("stalled body")?;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     Ok(())
 }

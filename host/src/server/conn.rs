@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -38,6 +39,9 @@ pub(super) struct Shared {
     upgraded: AtomicBool,
     /// Already told to close.
     evicting: AtomicBool,
+    /// The task reading the socket, woken when the last request ends so that the keep-alive
+    /// timeout starts even while hyper already waits for the next request.
+    reader: AtomicWaker,
     /// Told to close by the table, to make room.
     pub evict: Notify,
 }
@@ -81,7 +85,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -267,6 +273,7 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.shared.reader.register(cx.waker());
         this.update_phase();
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
