@@ -23,3 +23,15 @@ pub(crate) async fn next_change(events: &mut UnboundedReceiver<()>) -> bool {
         }
     }
 }
+
+/// True for an event that may have changed a file: anything but a read. Closing a file that
+/// was open for writing counts, as it is the one event an in-place write of nothing (a
+/// truncation) is sure to give.
+pub(crate) fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}

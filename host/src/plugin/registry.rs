@@ -254,7 +254,7 @@ impl PluginRegistry {
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // Reading the files (as the reload does) is no change: counting it would make
                 // every reload trigger the next.
-                if event.is_ok_and(|event| !event.kind.is_access()) {
+                if event.is_ok_and(|event| crate::watch::is_change(&event.kind)) {
                     let _ = tx.send(());
                 }
             })?;

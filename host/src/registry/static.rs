@@ -65,7 +65,7 @@ pub fn watch(
     let trigger = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if event.kind.is_access() {
+        if !crate::watch::is_change(&event.kind) {
             return;
         }
         if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
@@ -73,8 +73,9 @@ pub fn watch(
         }
     })?;
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    // Read now, not in the task: an edit made before the task first runs must count.
+    let mut last: Option<String> = std::fs::read_to_string(&path).ok();
     tokio::spawn(async move {
-        let mut last: Option<String> = std::fs::read_to_string(&path).ok();
         while crate::watch::next_change(&mut rx).await {
             reload(&path, &mut last, &apply, &rejected);
         }
