@@ -21,6 +21,20 @@ fn based(service_type: &str, up: SocketAddr) -> String {
     )
 }
 
+/// The plugin `name` of a running Portico.
+fn plugin(portico: &Portico, name: &str) -> std::sync::Arc<portico::plugin::Plugin> {
+    let plugin = portico.running.state.proxy().plugins().get(name);
+    plugin.unwrap_or_else(|| panic!("plugin {name} is not loaded"))
+}
+
+/// The failures counted against `plugin`.
+fn failures(plugin: &portico::plugin::Plugin) -> u64 {
+    plugin
+        .stats()
+        .failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn get(target: &str, extra: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: portal\r\n{extra}Connection: close\r\n\r\n")
         .into_bytes()
@@ -82,20 +96,8 @@ async fn a_plugin_path_with_dot_segments_is_refused() -> anyhow::Result<()> {
     // The plugin's answer is refused and the generic behaviour serves the request instead.
     assert_eq!(status, 200);
     assert_eq!(up.targets(), ["/base/dots"]);
-    let hostile = portico
-        .running
-        .state
-        .proxy()
-        .plugins()
-        .get("hostile")
-        .expect("hostile loaded");
-    assert_eq!(
-        hostile
-            .stats()
-            .failures
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    let hostile = plugin(&portico, "hostile");
+    assert_eq!(failures(&hostile), 1);
     Ok(())
 }
 
@@ -116,20 +118,9 @@ async fn client_input_is_not_charged_to_the_plugin() -> anyhow::Result<()> {
         let (status, answer) = raw(portico.addr(), &utf8).await?;
         assert_eq!(status, 400, "{answer}");
     }
-    let dash = portico
-        .running
-        .state
-        .proxy()
-        .plugins()
-        .get("dash")
-        .expect("dash");
+    let dash = plugin(&portico, "dash");
     assert!(!dash.is_disabled());
-    assert_eq!(
-        dash.stats()
-            .failures
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(failures(&dash), 0);
     assert!(up.targets().is_empty());
     let (status, _) = raw(portico.addr(), &get("/proxy/c/_dash-layout", "")).await?;
     assert_eq!(status, 200);
@@ -150,13 +141,7 @@ async fn one_hook_succeeding_does_not_hide_another_failing() -> anyhow::Result<(
         let (status, _) = raw(portico.addr(), &get("/proxy/c/trap", "")).await?;
         assert_eq!(status, 200, "the generic behaviour serves it");
     }
-    let hostile = portico
-        .running
-        .state
-        .proxy()
-        .plugins()
-        .get("hostile")
-        .expect("hostile");
+    let hostile = plugin(&portico, "hostile");
     assert!(hostile.is_disabled());
     Ok(())
 }
