@@ -228,7 +228,8 @@ async fn failed_upstreams_get_the_request_once() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_stale_keep_alive_connection_is_retried_once() -> anyhow::Result<()> {
     let up = RawUpstream::start(Answer::CloseSecond).await?;
-    let portico = Portico::start(&based("generic", up.addr)).await?;
+    // One worker, so one pool of upstream connections: the second request finds the first's.
+    let portico = Portico::start(&format!("workers = 1\n{}", based("generic", up.addr))).await?;
     let (status, _) = raw(portico.addr(), &get("/proxy/c/first", "")).await?;
     assert_eq!(status, 200);
     // Goes out on the kept-alive upstream connection, which closes without answering: sent
