@@ -32,9 +32,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 64 << 20;
 
 /// The most one read takes from a socket. tungstenite zero-fills this much of its buffer before
-/// every read, so its 128 KiB default costs microseconds on each small message; a large
-/// message takes a few more reads instead.
-const READ_BUFFER: usize = 16 << 10;
+/// every read, so its 128 KiB default costs microseconds on each small message, and keeps the
+/// buffer for the life of the socket: a relay holds two, one per side, even while idle. At
+/// 4 KiB an idle relay stays small; a large message takes a few more reads instead.
+const READ_BUFFER: usize = 4 << 10;
 
 /// Headers that belong to one handshake and are generated anew for the upstream.
 const HANDSHAKE: [&str; 5] = [
