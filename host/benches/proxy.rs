@@ -1,21 +1,31 @@
 //! Side-by-side proxy benchmark: the same upstream reached directly, through Portico (release
 //! binary, generic plugin hooks on every request) and through nginx when it is installed, in one
-//! run, so the machine's noise hits all three alike. Prints a table and writes
+//! run, so the machine's noise hits all three alike. Then the memory run: Portico and nginx each
+//! hold thousands of idle keep-alive connections, then idle relayed WebSockets, and the growth
+//! of their resident memory is divided among them. Prints tables and writes
 //! `target/bench/proxy.json`.
 //!
 //! Needs `wrk` for the HTTP loads; `target/release/portico` must be built first (`just bench`
 //! does both).
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
+use hyper::body::Body as _;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Serving threads (Portico) and worker processes (nginx): the same for both.
 const WORKERS: usize = 2;
@@ -23,10 +33,36 @@ const SMALL_CONNECTIONS: usize = 32;
 const LARGE_CONNECTIONS: usize = 8;
 const DURATION: &str = "8s";
 const WS_ROUND_TRIPS: usize = 3000;
+/// Idle keep-alive connections held open at once by the memory run, each used for one GET.
+const IDLE_KEEPALIVE: usize = 5000;
+/// Idle relayed WebSockets held open at once by the memory run, each used for one echo.
+const IDLE_WEBSOCKETS: usize = 1000;
+/// Connections opened and closed before the baseline is read, so that what a proxy allocates
+/// once (upstream pools, caches, its first buffers) is not counted per connection.
+const WARM_UP: usize = 32;
+/// Connections being opened at once: well under both proxies' listen backlogs, so that none
+/// waits for a SYN retry.
+const OPENING: usize = 64;
+/// The longest one connection may take to open and answer, or all of them to close.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Left to a proxy between opening or closing connections and reading its memory, for the
+/// allocators' deferred work.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Each proxy's client timeouts in the memory run: long enough that nothing is closed while
+/// it is measured.
+const IDLE_TIMEOUT_MS: u64 = 600_000;
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|arg| arg == "--list") {
         return Ok(());
+    }
+    // The memory run holds thousands of sockets in this process (clients, and the upstream's
+    // side of each relayed WebSocket).
+    let descriptors =
+        rlimit::increase_nofile_limit(u64::MAX).context("raising the open file limit")?;
+    let needed = (IDLE_KEEPALIVE.max(2 * IDLE_WEBSOCKETS) + 1024) as u64;
+    if descriptors < needed {
+        bail!("the open file limit is {descriptors}; the memory run needs {needed}");
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -44,6 +80,13 @@ fn main() -> anyhow::Result<()> {
     }
     let out_dir = workspace.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
+    // The proxies' files are private to this run: Portico reloads a config file that changes
+    // under it, and nginx's pid file would be shared, so a second run at the same time must
+    // not write the same paths.
+    let run = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&out_dir)
+        .context("creating the run's directory")?;
 
     let upstream_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -53,9 +96,9 @@ fn main() -> anyhow::Result<()> {
     upstream_rt.spawn(serve_upstream(upstream));
 
     let portico_port = free_port()?;
-    let portico = start_portico(&portico_bin, &out_dir, upstream, portico_port)?;
+    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port)?;
     let nginx_port = free_port()?;
-    let nginx = start_nginx(&out_dir, upstream, nginx_port)?;
+    let nginx = start_nginx(run.path(), upstream, nginx_port)?;
 
     let mut targets = vec![
         (
@@ -94,7 +137,26 @@ fn main() -> anyhow::Result<()> {
     }
     drop(portico);
     drop(nginx);
-    report(&rows, &out_dir.join("proxy.json"))
+
+    let measured = [
+        (
+            "portico",
+            idle_memory(&client_rt, |listen| {
+                start_portico(&portico_bin, run.path(), upstream, listen).map(Some)
+            })?,
+        ),
+        (
+            "nginx",
+            idle_memory(&client_rt, |listen| {
+                start_nginx(run.path(), upstream, listen)
+            })?,
+        ),
+    ];
+    let memory: Vec<(&str, Memory)> = measured
+        .into_iter()
+        .filter_map(|(name, figures)| Some((name, figures?)))
+        .collect();
+    report(&rows, &memory, &out_dir.join("proxy.json"))
 }
 
 /// One wrk run: requests/s and latency percentiles in microseconds.
@@ -163,6 +225,8 @@ impl Drop for Running {
     }
 }
 
+/// Starts Portico with client limits and timeouts that let the memory run hold all its idle
+/// connections.
 fn start_portico(
     bin: &Path,
     dir: &Path,
@@ -173,7 +237,7 @@ fn start_portico(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n",
+            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n",
             dir.join("plugins.d").display()
         ),
     )?;
@@ -187,6 +251,8 @@ fn start_portico(
     Ok(Running(child))
 }
 
+/// Starts nginx, when installed, with as many workers as Portico and room for the memory run's
+/// idle connections.
 fn start_nginx(
     dir: &Path,
     upstream: SocketAddr,
@@ -210,9 +276,11 @@ daemon off;
 user root;
 pid {root}/nginx.pid;
 error_log stderr warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
 http {{
     access_log off;
+    keepalive_timeout {idle_s}s;
     client_body_temp_path {root}/body;
     proxy_temp_path {root}/proxy;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
@@ -232,7 +300,8 @@ http {{
     }}
 }}
 "#,
-            root = root.display()
+            root = root.display(),
+            idle_s = IDLE_TIMEOUT_MS / 1000
         ),
     )?;
     let child = Command::new(nginx)
@@ -342,7 +411,261 @@ async fn ws_round_trips(url: &str) -> anyhow::Result<Echo> {
     })
 }
 
-fn report(rows: &[(String, Load, Load, Echo)], json_path: &Path) -> anyhow::Result<()> {
+/// Resident memory added by each idle connection, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    keepalive_kib: f64,
+    websocket_kib: f64,
+}
+
+/// The idle connections the memory run holds open.
+#[derive(Debug, Clone, Copy)]
+enum Idle {
+    KeepAlive,
+    WebSocket,
+}
+
+impl Idle {
+    fn count(self) -> usize {
+        match self {
+            Self::KeepAlive => IDLE_KEEPALIVE,
+            Self::WebSocket => IDLE_WEBSOCKETS,
+        }
+    }
+}
+
+/// Measures both kinds of idle connection through a proxy that `start` launches on a given
+/// address; `None` when `start` finds no proxy to launch. Each kind gets a fresh process, so
+/// that memory freed by one measurement and kept by the allocator cannot absorb the next.
+fn idle_memory(
+    rt: &tokio::runtime::Runtime,
+    start: impl Fn(SocketAddr) -> anyhow::Result<Option<Running>>,
+) -> anyhow::Result<Option<Memory>> {
+    let per_connection = |kind: Idle| -> anyhow::Result<Option<f64>> {
+        let listen = free_port()?;
+        let Some(proxy) = start(listen)? else {
+            return Ok(None);
+        };
+        let addr = format!("127.0.0.1:{}", listen.port());
+        wait_ready(&format!("http://{addr}/proxy/bench/small"))?;
+        rt.block_on(idle_cost(kind, &addr, proxy.0.id())).map(Some)
+    };
+    let Some(keepalive_kib) = per_connection(Idle::KeepAlive)? else {
+        return Ok(None);
+    };
+    let Some(websocket_kib) = per_connection(Idle::WebSocket)? else {
+        return Ok(None);
+    };
+    Ok(Some(Memory {
+        keepalive_kib,
+        websocket_kib,
+    }))
+}
+
+/// The growth of the resident memory of process `pid` (with its children) per idle
+/// connection of `kind` held through it, in KiB. Only user-space memory counts: the kernel's
+/// socket buffers are the same for any proxy and are not in a process's RSS.
+async fn idle_cost(kind: Idle, addr: &str, pid: u32) -> anyhow::Result<f64> {
+    Held::open(kind, addr, WARM_UP).await?.close().await;
+    tokio::time::sleep(SETTLE).await;
+    let before = rss_kib(pid)?;
+    let count = kind.count();
+    let mut held = Held::open(kind, addr, count).await?;
+    tokio::time::sleep(SETTLE).await;
+    let after = rss_kib(pid)?;
+    // Used once more after the reading, so that a connection the proxy closed while idle
+    // cannot pass for one it held.
+    let alive = held.use_each(addr).await;
+    held.close().await;
+    if alive < count {
+        bail!("only {alive} of {count} idle {kind:?} connections through {addr} were still open");
+    }
+    Ok((after as f64 - before as f64) / count as f64)
+}
+
+/// A client's HTTP/1 connection and the task that drives it.
+#[derive(Debug)]
+struct KeepAlive {
+    sender: SendRequest<Body>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Client connections held open through a proxy, each already used once.
+#[derive(Debug)]
+enum Held {
+    KeepAlive(Vec<KeepAlive>),
+    WebSocket(Vec<Socket>),
+}
+
+impl Held {
+    async fn open(kind: Idle, addr: &str, count: usize) -> anyhow::Result<Self> {
+        Ok(match kind {
+            Idle::KeepAlive => Self::KeepAlive(open_all(count, || open_keepalive(addr)).await?),
+            Idle::WebSocket => {
+                let url = format!("ws://{addr}/proxy/bench/ws");
+                Self::WebSocket(open_all(count, || open_websocket(&url)).await?)
+            }
+        })
+    }
+
+    /// Sends one more request or message on each connection; returns how many answered.
+    async fn use_each(&mut self, addr: &str) -> usize {
+        match self {
+            Self::KeepAlive(connections) => {
+                answered(
+                    connections
+                        .iter_mut()
+                        .map(|connection| get_small(&mut connection.sender, addr)),
+                )
+                .await
+            }
+            Self::WebSocket(sockets) => answered(sockets.iter_mut().map(echo_once)).await,
+        }
+    }
+
+    /// Closes every connection, and waits (a bounded time) for the HTTP/1 ones to finish.
+    async fn close(self) {
+        match self {
+            Self::KeepAlive(connections) => {
+                // Dropping its sender tells an idle connection to close.
+                let drivers: Vec<_> = connections.into_iter().map(|c| c.driver).collect();
+                let _ = tokio::time::timeout(OPEN_TIMEOUT, async {
+                    for driver in drivers {
+                        let _ = driver.await;
+                    }
+                })
+                .await;
+            }
+            Self::WebSocket(sockets) => drop(sockets),
+        }
+    }
+}
+
+/// Opens `count` connections with `open`, [`OPENING`] at a time.
+async fn open_all<T, F>(count: usize, open: impl Fn() -> F) -> anyhow::Result<Vec<T>>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let open = &open;
+    futures_util::stream::iter(0..count)
+        .map(|_| async move {
+            tokio::time::timeout(OPEN_TIMEOUT, open())
+                .await
+                .context("opening an idle connection timed out")?
+        })
+        .buffer_unordered(OPENING)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Runs `uses`, [`OPENING`] at a time, and counts those that succeed in time.
+async fn answered(uses: impl Iterator<Item = impl Future<Output = anyhow::Result<()>>>) -> usize {
+    futures_util::stream::iter(uses)
+        .map(|use_once| tokio::time::timeout(OPEN_TIMEOUT, use_once))
+        .buffer_unordered(OPENING)
+        .filter(|outcome| std::future::ready(matches!(outcome, Ok(Ok(())))))
+        .count()
+        .await
+}
+
+async fn open_keepalive(addr: &str) -> anyhow::Result<KeepAlive> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting {addr}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1 handshake")?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    get_small(&mut sender, addr).await?;
+    Ok(KeepAlive { sender, driver })
+}
+
+/// One GET of the small response on a kept-alive connection, body read to its end.
+async fn get_small(sender: &mut SendRequest<Body>, addr: &str) -> anyhow::Result<()> {
+    sender.ready().await.context("connection closed")?;
+    let request = Request::get("/proxy/bench/small")
+        .header(header::HOST, addr)
+        .body(Body::empty())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("sending a GET")?;
+    if response.status() != StatusCode::OK {
+        bail!("GET through {addr} answered {}", response.status());
+    }
+    let mut body = response.into_body();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        frame.context("reading a response body")?;
+    }
+    Ok(())
+}
+
+async fn open_websocket(url: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting {url}"))?;
+    echo_once(&mut socket).await?;
+    Ok(socket)
+}
+
+async fn echo_once(socket: &mut Socket) -> anyhow::Result<()> {
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("idle"))
+        .await?;
+    match socket.next().await {
+        Some(Ok(message)) if message.is_text() => Ok(()),
+        other => bail!("no echo: {other:?}"),
+    }
+}
+
+/// Resident memory of process `pid` and of its children (nginx's workers), in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let mut total = vm_rss_kib(pid).with_context(|| format!("reading the RSS of {pid}"))?;
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let Some(child) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that ends while /proc is read has no memory left to count.
+        if parent_pid(child) == Some(pid) {
+            total += vm_rss_kib(child).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .context("no VmRSS line")?;
+    let kib = line.trim().strip_suffix("kB").context("VmRSS not in kB")?;
+    Ok(kib.trim().parse()?)
+}
+
+/// The parent in `/proc/PID/stat`: the second field after the command name, which is in
+/// parentheses and may itself hold spaces and parentheses.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn report(
+    rows: &[(String, Load, Load, Echo)],
+    memory: &[(&str, Memory)],
+    json_path: &Path,
+) -> anyhow::Result<()> {
     let base = rows
         .iter()
         .find(|row| row.0 == "direct")
@@ -374,12 +697,21 @@ fn report(rows: &[(String, Load, Load, Echo)], json_path: &Path) -> anyhow::Resu
             ws.p50_us,
             ws.p99_us
         );
-        json.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "name": name,
             "small": {"rps": small.rps, "p50_us": small.p50_us, "p99_us": small.p99_us},
             "large_1mib": {"rps": large.rps, "p50_us": large.p50_us, "p99_us": large.p99_us},
             "websocket_echo": {"round_trips_per_s": ws.per_sec, "p50_us": ws.p50_us, "p99_us": ws.p99_us},
-        }));
+        });
+        if let Some((_, m)) = memory.iter().find(|(proxy, _)| proxy == name) {
+            entry["idle_memory"] = serde_json::json!({
+                "keepalive_connections": IDLE_KEEPALIVE,
+                "keepalive_kib_per_connection": m.keepalive_kib,
+                "websockets": IDLE_WEBSOCKETS,
+                "websocket_kib_per_connection": m.websocket_kib,
+            });
+        }
+        json.push(entry);
     }
     println!("\nratios to direct (throughput: higher is better; latency: lower is better)");
     for (name, small, large, ws) in rows.iter().filter(|row| row.0 != "direct") {
@@ -402,6 +734,28 @@ fn report(rows: &[(String, Load, Load, Echo)], json_path: &Path) -> anyhow::Resu
             p.1.p99_us / n.1.p99_us,
             p.2.rps / n.2.rps,
             p.3.p50_us / n.3.p50_us
+        );
+    }
+    println!(
+        "\nidle memory: RSS growth per connection, KiB\n{:<8} | {:>16} {:>16}",
+        "",
+        format!("{IDLE_KEEPALIVE} keep-alive"),
+        format!("{IDLE_WEBSOCKETS} WebSockets")
+    );
+    for (name, m) in memory {
+        println!(
+            "{name:<8} | {:>16.2} {:>16.2}",
+            m.keepalive_kib, m.websocket_kib
+        );
+    }
+    if let (Some((_, p)), Some((_, n))) = (
+        memory.iter().find(|m| m.0 == "portico"),
+        memory.iter().find(|m| m.0 == "nginx"),
+    ) {
+        println!(
+            "portico vs nginx: keep-alive {:.2}x  WebSocket {:.2}x",
+            p.keepalive_kib / n.keepalive_kib,
+            p.websocket_kib / n.websocket_kib
         );
     }
     std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
