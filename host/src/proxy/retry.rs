@@ -52,20 +52,26 @@ impl Failure {
         if err.is_connect() {
             return Self::refused(detail);
         }
-        let invalid = std::error::Error::source(err)
-            .and_then(|source| source.downcast_ref::<hyper::Error>())
-            .is_some_and(hyper::Error::is_parse);
-        if invalid {
+        let hyper =
+            std::error::Error::source(err).and_then(|source| source.downcast_ref::<hyper::Error>());
+        if hyper.is_some_and(hyper::Error::is_parse) {
             return Self::after_send(UpstreamFailure::Invalid, detail);
         }
-        Self {
+        let failure = Self {
             reused: super::connector::Uses::reused(err),
             ..Self::after_send(UpstreamFailure::Reset, detail)
+        };
+        // Canceled: the connection closed before the request was written, so the upstream
+        // never saw it.
+        if hyper.is_some_and(hyper::Error::is_canceled) {
+            return failure.before_send();
         }
+        failure
     }
 
     /// True when the attempt may be made again without the upstream seeing the request twice
-    /// for nothing: a connection that was never made is retried (while the budget lasts); a
+    /// for nothing: a request that never left (no connection, or one that closed before the
+    /// request was written) is retried while the budget lasts; a
     /// request that reached the upstream only once more (`resent` says whether that was
     /// used), when it is idempotent, its body can be sent again, and the connection was a
     /// reused keep-alive one that closed before any response byte. A timeout or an invalid
@@ -73,6 +79,7 @@ impl Failure {
     pub fn retriable(&self, method: &Method, body_replayable: bool, resent: bool) -> bool {
         match self.kind {
             UpstreamFailure::Refused => self.before_send || body_replayable,
+            UpstreamFailure::Reset if self.before_send => body_replayable,
             UpstreamFailure::Reset => {
                 self.reused && !resent && body_replayable && is_idempotent(method)
             }
@@ -212,5 +219,8 @@ mod tests {
         assert!(!Failure::timeout("t").retriable(&Method::GET, true, false));
         let invalid = Failure::after_send(UpstreamFailure::Invalid, "garbage");
         assert!(!invalid.retriable(&Method::GET, true, false));
+        let unsent = Failure::after_send(UpstreamFailure::Reset, "canceled").before_send();
+        assert!(unsent.retriable(&Method::POST, true, true));
+        assert!(!unsent.retriable(&Method::POST, false, true));
     }
 }
