@@ -665,6 +665,16 @@ async fn a_body_that_stalls_is_cut_after_the_idle_timeout() -> anyhow::Result<()
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut socket, _)) = listener.accept().await {
+            // Answer only once the request has arrived: data sent before it is an answer to
+            // nothing, which the client rightly refuses.
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                }
+            }
             let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst part;";
             if socket.write_all(head).await.is_ok() {
                 held.push(socket);
