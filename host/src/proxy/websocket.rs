@@ -309,6 +309,12 @@ fn going_away(reason: &'static str) -> Message {
     }))
 }
 
+/// Tells one side `1001 Going Away` and closes its sink.
+async fn close_away<W: Sink<Message> + Unpin>(tx: &mut W, reason: &'static str) {
+    let _ = tx.send(going_away(reason)).await;
+    let _ = tx.close().await;
+}
+
 /// Resolves once `stop` turns true; never when its sender is gone without that.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|stop| *stop).await.is_err() {
@@ -369,8 +375,7 @@ where
             Step::Go
         }
         Some(Err(_)) | None => {
-            let _ = tx.send(going_away(gone)).await;
-            let _ = tx.close().await;
+            close_away(tx, gone).await;
             Step::Done
         }
     }
@@ -400,14 +405,12 @@ async fn pump_client<R, W, E>(
         };
         tokio::select! {
             () = stopped(&mut stop) => {
-                let _ = tx.send(going_away("Portico is shutting down")).await;
-                let _ = tx.close().await;
+                close_away(&mut tx, "Portico is shutting down").await;
                 return;
             }
             next = next => match next {
                 None if pinged => {
-                    let _ = tx.send(going_away("the client stopped answering")).await;
-                    let _ = tx.close().await;
+                    close_away(&mut tx, "the client stopped answering").await;
                     return;
                 }
                 None => {
@@ -443,8 +446,7 @@ async fn pump_upstream<R, W, E>(
     loop {
         tokio::select! {
             () = stopped(&mut stop) => {
-                let _ = tx.send(going_away("Portico is shutting down")).await;
-                let _ = tx.close().await;
+                close_away(&mut tx, "Portico is shutting down").await;
                 return;
             }
             Some(()) = pings.recv() => {

@@ -160,18 +160,13 @@ impl Table {
 
     /// Decides whether a new connection is served, evicting the oldest idle one when full.
     pub fn admit(&self) -> Admission {
-        let open = self.entries();
-        if open.len() < self.cap {
-            return Admission::Room;
+        if self.len() < self.cap {
+            Admission::Room
+        } else if self.evict_one() {
+            Admission::Evicted
+        } else {
+            Admission::Full
         }
-        if open
-            .values()
-            .filter_map(Weak::upgrade)
-            .any(|shared| shared.try_evict())
-        {
-            return Admission::Evicted;
-        }
-        Admission::Full
     }
 
     /// Tells the oldest idle connection to close, if there is one; used when the process runs
