@@ -8,11 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use portico_tests::proxy::{Answer, Portico, RawUpstream, closed_port, raw};
+use portico_tests::proxy::{Answer, Portico, RawUpstream, closed_port, raw, service, upstream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const HOSTILE: &str = env!("PORTICO_HOSTILE_WASM");
+
+const PING: &[u8] = b"GET /proxy/c/ping HTTP/1.1\r\nHost: portal\r\n\r\n";
 
 /// A service `c` of `service_type` whose upstream has a base path.
 fn based(service_type: &str, up: SocketAddr) -> String {
@@ -179,16 +181,17 @@ async fn silent_and_slow_clients_are_cut_off() -> anyhow::Result<()> {
 
     // A kept-alive connection that keeps asking stays open past the keep-alive timeout;
     // left idle, it is closed.
-    let mut kept = TcpStream::connect(portico.addr()).await?;
+    let mut kept = Answers::connect(portico.addr()).await?;
     for _ in 0..10 {
-        kept.write_all(b"GET /proxy/c/ping HTTP/1.1\r\nHost: portal\r\n\r\n")
-            .await?;
-        let answer = read_answer(&mut kept).await?;
+        kept.send(PING).await?;
+        let answer = kept.next().await?;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        read_until_closed(&mut kept).await.context("kept alive")?,
+        read_until_closed(&mut kept.stream)
+            .await
+            .context("kept alive")?,
         ""
     );
 
@@ -201,6 +204,78 @@ async fn silent_and_slow_clients_are_cut_off() -> anyhow::Result<()> {
         .await
         .context("stalled body")?;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    Ok(())
+}
+
+/// Between requests a kept-alive connection is parked, holding no buffer: pipelined bytes,
+/// answers still being sent, the header timeout of the next request and a drain all survive it.
+#[tokio::test]
+async fn kept_alive_connections_keep_their_bytes_and_timeouts_between_requests()
+-> anyhow::Result<()> {
+    const BIG: usize = 4 << 20;
+    let up = upstream(
+        axum::Router::new()
+            .route("/ping", axum::routing::get(|| async { "pong" }))
+            .route("/big", axum::routing::get(|| async { vec![b'x'; BIG] })),
+    )
+    .await?;
+    let body = format!(
+        "{}\n[client]\nheader_timeout_ms = 300\nkeepalive_timeout_ms = 20000\n",
+        service("c", "generic", up)
+    );
+    let portico = Portico::start(&body).await?;
+
+    // Two requests in one write, then a request and the start of the next.
+    let mut pipelined = Answers::connect(portico.addr()).await?;
+    pipelined.send(&[PING, PING].concat()).await?;
+    for _ in 0..2 {
+        let answer = pipelined.next().await?;
+        assert!(answer.ends_with("\r\n\r\npong"), "{answer}");
+    }
+    let (start, rest) = PING.split_at(20);
+    pipelined.send(&[PING, start].concat()).await?;
+    assert!(pipelined.next().await?.ends_with("pong"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pipelined.send(rest).await?;
+    assert!(pipelined.next().await?.ends_with("pong"));
+
+    // An answer larger than the socket buffers, read late, arrives whole; the connection then
+    // serves the next request.
+    let mut slow = Answers::connect(portico.addr()).await?;
+    slow.send(b"GET /proxy/c/big HTTP/1.1\r\nHost: portal\r\n\r\n")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = slow.next().await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..100]);
+    assert!(answer.ends_with(&"x".repeat(1000)));
+    slow.send(PING).await?;
+    assert!(slow.next().await?.ends_with("pong"));
+
+    // After a kept-alive wait, the next request's head is held to the header timeout, not to
+    // the (longer) keep-alive timeout.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.send(b"GET /proxy/c/ping HTTP/1.1\r\n").await?;
+    assert_eq!(
+        read_until_closed(&mut slow.stream).await.context("head")?,
+        ""
+    );
+
+    // HTTP/2 with prior knowledge.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    for _ in 0..2 {
+        let response = h2.get(portico.url("/proxy/c/ping")).send().await?;
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.text().await?, "pong");
+    }
+
+    // A drain closes a waiting connection at once rather than after its keep-alive timeout.
+    let mut waiting = Answers::connect(portico.addr()).await?;
+    waiting.send(PING).await?;
+    assert!(waiting.next().await?.ends_with("pong"));
+    tokio::time::timeout(Duration::from_secs(10), portico.running.shutdown())
+        .await
+        .context("the drain waited for an idle connection")??;
+    assert_eq!(read_until_closed(&mut waiting.stream).await?, "");
     Ok(())
 }
 
@@ -325,27 +400,47 @@ async fn a_dead_upstream_is_reported_without_internals() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads one answer with a `content-length` body from a kept-alive connection.
-async fn read_answer(stream: &mut TcpStream) -> anyhow::Result<String> {
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await??;
-        anyhow::ensure!(n > 0, "closed mid-answer");
-        answer.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if answer.len() >= end + 4 + length {
-                return Ok(text);
+/// A kept-alive connection's answers (with `content-length` bodies), read one at a time:
+/// bytes of the next answer read with one are kept for it.
+struct Answers {
+    stream: TcpStream,
+    buffered: Vec<u8>,
+}
+
+impl Answers {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            stream: TcpStream::connect(addr).await?,
+            buffered: Vec::new(),
+        })
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        Ok(self.stream.write_all(bytes).await?)
+    }
+
+    async fn next(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some(end) = self.buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffered[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buffered.len() >= end + 4 + length {
+                    let answer: Vec<u8> = self.buffered.drain(..end + 4 + length).collect();
+                    return Ok(String::from_utf8_lossy(&answer).into_owned());
+                }
             }
+            let mut chunk = [0u8; 16 << 10];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await??;
+            anyhow::ensure!(n > 0, "closed mid-answer");
+            self.buffered.extend_from_slice(&chunk[..n]);
         }
     }
 }

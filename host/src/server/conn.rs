@@ -5,6 +5,11 @@
 //! hyper's own header timeout also runs while a kept-alive connection waits for its next
 //! request, so the two nginx-style timeouts are kept here instead: the keep-alive timeout until
 //! the first byte of a request, then the header timeout until the request is handed over.
+//!
+//! Between requests an HTTP/1 connection is *parked*: hyper's connection (with its 8 KiB read
+//! and write buffers) is taken apart and only the socket is kept, until the client sends its
+//! next request. This is what lets an idle keep-alive connection cost a few KiB instead of
+//! twenty.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use futures_util::task::AtomicWaker;
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -39,9 +44,14 @@ pub(super) struct Shared {
     upgraded: AtomicBool,
     /// Already told to close.
     evicting: AtomicBool,
-    /// The task reading the socket, woken when the last request ends so that the keep-alive
-    /// timeout starts even while hyper already waits for the next request.
-    reader: AtomicWaker,
+    /// A request began since the connection was last (re)started.
+    served: AtomicBool,
+    /// The last read found nothing to read.
+    read_blocked: AtomicBool,
+    /// The last write found the socket full: hyper still holds bytes to send.
+    write_blocked: AtomicBool,
+    /// The connection is being taken apart to be parked: shutting the socket down is skipped.
+    parking: AtomicBool,
     /// Told to close by the table, to make room.
     pub evict: Notify,
 }
@@ -64,7 +74,23 @@ impl Shared {
     /// is dropped).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether the HTTP/1 connection may be parked now: it answered a request since it was
+    /// started, every response was sent in full, and hyper is waiting for the next request.
+    /// Checked by the connection's task right after it polled hyper, so nothing ran between.
+    pub fn parkable(&self) -> bool {
+        self.idle()
+            && self.served.load(Ordering::Relaxed)
+            && self.read_blocked.load(Ordering::Relaxed)
+            && !self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as being parked: hyper's shutdown of the socket is skipped.
+    pub fn start_parking(&self) {
+        self.parking.store(true, Ordering::Relaxed);
     }
 }
 
@@ -85,9 +111,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.reader.wake();
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -212,11 +236,28 @@ enum Phase {
     Head,
 }
 
+/// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a connection goes on once its client has sent something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// The client left, or its time ran out, before it sent anything.
+    Closed,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+    /// Anything else, for hyper's HTTP/1 parser to read.
+    Http1,
+}
+
 /// A client socket held to the header and keep-alive timeouts. It is moved into the upgraded
 /// connection too, so a WebSocket keeps its place in the table.
 #[derive(Debug)]
 pub(super) struct ClientIo {
     stream: TcpStream,
+    /// Bytes read but not yet handed to hyper: what hyper had read past its last request when
+    /// the connection was parked, or an HTTP/2 preface.
+    unread: Bytes,
     shared: Arc<Shared>,
     timeouts: Timeouts,
     phase: Phase,
@@ -231,6 +272,7 @@ impl ClientIo {
         let entry = table.register(&shared);
         let io = Self {
             stream,
+            unread: Bytes::new(),
             shared: Arc::clone(&shared),
             timeouts,
             phase: Phase::Head,
@@ -238,6 +280,99 @@ impl ClientIo {
             _entry: entry,
         };
         (io, shared)
+    }
+
+    /// Parks the socket after hyper let go of it, keeping the bytes hyper had read past its
+    /// last request; the keep-alive timeout starts now.
+    pub fn park(&mut self, unread: &[u8]) {
+        // Copied: hyper's leftover bytes share its whole read buffer, which is what parking
+        // gives back.
+        self.unread = Bytes::copy_from_slice(unread);
+        self.phase = Phase::Idle;
+        let deadline = Instant::now() + self.timeouts.keepalive;
+        self.deadline.as_mut().reset(deadline);
+        for flag in [
+            &self.shared.served,
+            &self.shared.read_blocked,
+            &self.shared.write_blocked,
+            &self.shared.parking,
+        ] {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits, holding no buffer, until the client sends something, within the keep-alive
+    /// timeout (or the header timeout of a new connection). Only a new connection may speak
+    /// HTTP/2.
+    pub async fn wait_for_request(&mut self, new: bool) -> Start {
+        if !self.unread.is_empty() {
+            self.start_head();
+            return Start::Http1;
+        }
+        if !new {
+            // Readiness alone, with no read: hyper reads the request (or the end of the
+            // connection) itself.
+            let ready = std::future::poll_fn(|cx| match self.stream.poll_read_ready(cx) {
+                Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                    Poll::Ready(Err(timed_out(self.phase)))
+                }
+                other => other,
+            })
+            .await;
+            if let Err(err) = ready {
+                tracing::debug!(error = %err, "client connection closed while waiting for a request");
+                return Start::Closed;
+            }
+            self.start_head();
+            return Start::Http1;
+        }
+        let mut first = [0; PREFACE.len()];
+        let peeked = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut first);
+            match self.stream.poll_peek(cx, &mut buf) {
+                Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                    Poll::Ready(Err(timed_out(self.phase)))
+                }
+                other => other,
+            }
+        })
+        .await;
+        let peeked = match peeked {
+            Ok(0) => return Start::Closed,
+            Ok(peeked) => peeked,
+            Err(err) => {
+                tracing::debug!(error = %err, "client connection closed while waiting for a request");
+                return Start::Closed;
+            }
+        };
+        if !PREFACE.starts_with(&first[..peeked]) {
+            return Start::Http1;
+        }
+        // A preface split across packets: read all of it (within the header timeout) and
+        // hand it over with the rest.
+        let mut preface = vec![0; PREFACE.len()];
+        match tokio::io::AsyncReadExt::read_exact(self, &mut preface).await {
+            Ok(_) => {
+                let start = if preface == PREFACE {
+                    Start::Http2
+                } else {
+                    Start::Http1
+                };
+                self.unread = Bytes::from(preface);
+                start
+            }
+            Err(_) => Start::Closed,
+        }
+    }
+
+    /// A request has begun: the header timeout runs from its first byte (from the connect,
+    /// for a new connection's first request).
+    fn start_head(&mut self) {
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            let deadline = Instant::now() + self.timeouts.header;
+            self.deadline.as_mut().reset(deadline);
+        }
     }
 
     /// Moves between phases as the connection's requests come and go; called on every read,
@@ -268,15 +403,17 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.shared.reader.register(cx.waker());
+        if !this.unread.is_empty() {
+            let count = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(count));
+            return Poll::Ready(Ok(()));
+        }
         this.update_phase();
         let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+        let result = match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.phase == Phase::Idle && buf.filled().len() > before {
-                    this.phase = Phase::Head;
-                    let deadline = Instant::now() + this.timeouts.header;
-                    this.deadline.as_mut().reset(deadline);
+                    this.start_head();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -287,7 +424,21 @@ impl AsyncRead for ClientIo {
                 }
                 Poll::Pending
             }
-        }
+        };
+        this.shared
+            .read_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
+    }
+}
+
+impl ClientIo {
+    /// Notes whether a write found the socket full.
+    fn wrote<T>(&self, result: Poll<T>) -> Poll<T> {
+        self.shared
+            .write_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
     }
 }
 
@@ -297,7 +448,8 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let result = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -305,7 +457,8 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -317,6 +470,10 @@ impl AsyncWrite for ClientIo {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper shuts a connection down when it ends; one being parked goes on.
+        if self.shared.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -6,18 +6,22 @@
 //! spends much of a small proxied request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::conn::{Admission, ClientIo, Table, Timeouts};
+use super::conn::{Admission, ClientIo, InFlight, Shared, Start, Table, Timeouts};
 
 /// What the workers are told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,82 +146,253 @@ fn run(
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let table = Table::new(settings.cap);
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // The header and keep-alive timeouts are kept by the socket (see `conn`).
-            .header_read_timeout(None)
-            .max_buf_size(MAX_HEAD);
+        let worker = Arc::new(Worker {
+            table: Table::new(settings.cap),
+            http1: http1_builder(),
+            http2: http2::Builder::new(TokioExecutor::new()),
+            router,
+            timeouts: settings.timeouts,
+            orders: orders.clone(),
+        });
+        // Each connection's task holds a sender: the channel closes when the last one ends.
+        let (alive, mut all_ended) = mpsc::channel::<()>(1);
         while *orders.borrow_and_update() == Order::Serve {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => serve(stream, peer, &table, &builder, &graceful, &router, settings),
-                    Err(err) => accept_failed(&err, &table).await,
+                    Ok((stream, peer)) => serve(stream, peer, &worker, &alive),
+                    Err(err) => accept_failed(&err, &worker.table).await,
                 },
                 _ = orders.changed() => {}
             }
         }
         drop(listener);
+        drop(alive);
         if *orders.borrow() == Order::Stop {
             return Ok(());
         }
         tokio::select! {
-            () = graceful.shutdown() => {}
+            _ = all_ended.recv() => {}
             _ = orders.wait_for(|order| *order == Order::Stop) => {}
         }
         Ok(())
     })
 }
 
+/// What a worker's connections share.
+#[derive(Debug)]
+struct Worker {
+    table: Arc<Table>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    router: axum::Router,
+    timeouts: Timeouts,
+    orders: watch::Receiver<Order>,
+}
+
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The header and keep-alive timeouts are kept by the socket (see `conn`).
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD);
+    builder
+}
+
 /// Serves one accepted connection in its own task, unless the table is full of busy ones.
 fn serve(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    table: &Arc<Table>,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    router: &axum::Router,
-    settings: Settings,
+    worker: &Arc<Worker>,
+    alive: &mpsc::Sender<()>,
 ) {
-    if table.admit() == Admission::Full {
-        tracing::debug!(%peer, open = table.len(), "connection refused: every connection is busy");
+    if worker.table.admit() == Admission::Full {
+        tracing::debug!(%peer, open = worker.table.len(), "connection refused: every connection is busy");
         return;
     }
     let _ = stream.set_nodelay(true);
-    let (io, shared) = ClientIo::new(stream, table, settings.timeouts);
-    let router = router.clone();
-    let requests = Arc::clone(&shared);
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let in_flight = requests.request();
-        let call = tower_service::Service::call(&mut router.clone(), request);
-        async move {
-            let response = match call.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            Ok::<_, Infallible>(in_flight.attach(response))
-        }
-    });
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        tokio::select! {
-            result = connection => {
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "client connection ended with an error");
+    let (io, shared) = ClientIo::new(stream, &worker.table, worker.timeouts);
+    let handler = Handler {
+        router: worker.router.clone(),
+        shared: Arc::clone(&shared),
+        peer,
+    };
+    tokio::spawn(connection(
+        io,
+        shared,
+        handler,
+        Arc::clone(worker),
+        alive.clone(),
+    ));
+}
+
+/// How a connection's task ends, or goes on.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a value handed from one step of the loop to the next, never stored"
+)]
+enum Step {
+    /// hyper finished with the connection (closed, failed or upgraded): the task ends.
+    Ended,
+    /// Parked between requests: hyper let go, the socket and the unread bytes are kept.
+    Parked(ClientIo, Handler, bytes::Bytes),
+}
+
+/// One client connection, from accept to close. An HTTP/1 connection is served by hyper while
+/// a request is on it and parked in between (see `conn`); one told to close by the table goes
+/// at once; on drain, a parked connection closes and a busy one finishes its request first.
+async fn connection(
+    mut io: ClientIo,
+    shared: Arc<Shared>,
+    mut handler: Handler,
+    worker: Arc<Worker>,
+    _alive: mpsc::Sender<()>,
+) {
+    let peer = handler.peer;
+    let mut orders = worker.orders.clone();
+    let evicted = shared.evict.notified();
+    let drained = orders.wait_for(|order| *order != Order::Serve);
+    tokio::pin!(evicted, drained);
+    let mut draining = false;
+    let mut new = true;
+    loop {
+        let start = tokio::select! {
+            start = io.wait_for_request(new) => start,
+            () = &mut evicted => return,
+            _ = &mut drained => return,
+        };
+        let step = match start {
+            Start::Closed => return,
+            Start::Http2 => {
+                // Boxed, as HTTP/1 below: the task of a parked connection stays small.
+                let conn = Box::pin(worker.http2.serve_connection(TokioIo::new(io), handler));
+                serve_http2(conn, &mut evicted, &mut drained, draining).await
+            }
+            Start::Http1 => {
+                let conn = worker
+                    .http1
+                    .serve_connection(TokioIo::new(io), handler)
+                    .with_upgrades();
+                let mut conn = Box::new(conn);
+                let mut parking = false;
+                let ended = std::future::poll_fn(|cx| {
+                    loop {
+                        if let Poll::Ready(result) = Pin::new(&mut *conn).poll(cx) {
+                            return Poll::Ready(Some(result));
+                        }
+                        if evicted.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        if !draining && drained.as_mut().poll(cx).is_ready() {
+                            draining = true;
+                            Pin::new(&mut *conn).graceful_shutdown();
+                            continue;
+                        }
+                        if !draining && !parking && shared.parkable() {
+                            parking = true;
+                            shared.start_parking();
+                            Pin::new(&mut *conn).graceful_shutdown();
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                })
+                .await;
+                match ended {
+                    None => Step::Ended,
+                    Some(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "client connection ended with an error");
+                        Step::Ended
+                    }
+                    Some(Ok(())) if parking && !draining => match (*conn).into_parts() {
+                        Some(parts) => {
+                            Step::Parked(parts.io.into_inner(), parts.service, parts.read_buf)
+                        }
+                        None => Step::Ended,
+                    },
+                    Some(Ok(())) => Step::Ended,
                 }
             }
-            () = shared.evict.notified() => {
-                tracing::debug!(%peer, "idle connection closed to make room for a new one");
+        };
+        match step {
+            Step::Ended => return,
+            Step::Parked(parked, service, unread) => {
+                io = parked;
+                handler = service;
+                io.park(&unread);
+                new = false;
             }
         }
-    });
+    }
+}
+
+/// Serves an HTTP/2 connection to its end; it is never parked.
+async fn serve_http2<E, D>(
+    mut conn: Pin<Box<http2::Connection<TokioIo<ClientIo>, Handler, TokioExecutor>>>,
+    evicted: &mut Pin<&mut E>,
+    drained: &mut Pin<&mut D>,
+    mut draining: bool,
+) -> Step
+where
+    E: Future<Output = ()>,
+    D: Future,
+{
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "HTTP/2 client connection ended with an error");
+                }
+                return Step::Ended;
+            }
+            () = evicted.as_mut() => return Step::Ended,
+            _ = drained.as_mut(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Serves one connection's requests with the router: each request is told its peer and counted
+/// until its response ends.
+#[derive(Debug, Clone)]
+struct Handler {
+    router: axum::Router,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Handler {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Respond;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let in_flight = self.shared.request();
+        let call = tower_service::Service::call(&mut self.router.clone(), request);
+        Respond {
+            call,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+/// The router's answer to one request, tied to the request's accounting.
+struct Respond {
+    call: RouteFuture<Infallible>,
+    in_flight: Option<InFlight>,
+}
+
+impl Future for Respond {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(response) = ready!(Pin::new(&mut self.call).poll(cx));
+        let in_flight = self.in_flight.take().expect("polled after completion");
+        Poll::Ready(Ok(in_flight.attach(response)))
+    }
 }
 
 /// An accept that failed. Out of file descriptors, the oldest idle connection is closed to
