@@ -2,8 +2,9 @@
 //! binary, generic plugin hooks on every request) and through nginx when it is installed, in one
 //! run, so the machine's noise hits all three alike. Then the memory run: Portico and nginx each
 //! hold thousands of idle keep-alive connections, then idle relayed WebSockets, and the growth
-//! of their resident memory is divided among them. Prints tables and writes
-//! `target/bench/proxy.json`.
+//! of their resident memory is divided among them. Last, the fair share: a healthy service's
+//! throughput through Portico alone, then while four clients drive a plugin that spins to its
+//! deadline on every call. Prints tables and writes `target/bench/proxy.json`.
 //!
 //! Needs `wrk` for the HTTP loads; `target/release/portico` must be built first (`just bench`
 //! does both).
@@ -96,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     upstream_rt.spawn(serve_upstream(upstream));
 
     let portico_port = free_port()?;
-    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port)?;
+    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port, "")?;
     let nginx_port = free_port()?;
     let nginx = start_nginx(run.path(), upstream, nginx_port)?;
 
@@ -142,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         (
             "portico",
             idle_memory(&client_rt, |listen| {
-                start_portico(&portico_bin, run.path(), upstream, listen).map(Some)
+                start_portico(&portico_bin, run.path(), upstream, listen, "").map(Some)
             })?,
         ),
         (
@@ -156,7 +157,62 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|(name, figures)| Some((name, figures?)))
         .collect();
-    report(&rows, &memory, &out_dir.join("proxy.json"))
+    let fair = fair_share(&workspace, &portico_bin, run.path(), upstream)?;
+    report(&rows, &memory, fair, &out_dir.join("proxy.json"))
+}
+
+/// A healthy service's small-GET throughput through Portico, alone and beside four clients
+/// that drive the hostile test plugin's endless loop (each call spins to its deadline).
+#[derive(Debug, Clone, Copy)]
+struct FairShare {
+    alone: f64,
+    beside_spinner: f64,
+}
+
+/// Clients driving the spinning plugin in the fair-share run.
+const SPINNING_CLIENTS: usize = 4;
+
+fn fair_share(
+    workspace: &Path,
+    bin: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+) -> anyhow::Result<FairShare> {
+    let hostile = portico_wasm_build::build_components(workspace, &["portico-fixture-hostile"])
+        .map_err(anyhow::Error::msg)
+        .context("building the hostile test plugin")?;
+    let plugins = dir.join("plugins.d");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(&hostile[0], plugins.join("hostile.wasm"))?;
+    let listen = free_port()?;
+    let _portico = start_portico(
+        bin,
+        dir,
+        upstream,
+        listen,
+        &format!(
+            "[[services]]\nid = \"spin\"\ntype = \"hostile\"\nupstreams = [\"http://{upstream}\"]\n"
+        ),
+    )?;
+    let healthy = format!("http://{listen}/proxy/bench/small");
+    wait_ready(&healthy)?;
+    let alone = wrk(&healthy, SMALL_CONNECTIONS)?.rps;
+    let mut spinners = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{SPINNING_CLIENTS}"),
+            &format!("-d{DURATION}"),
+            &format!("http://{listen}/proxy/spin/loop"),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running wrk")?;
+    let beside_spinner = wrk(&healthy, SMALL_CONNECTIONS);
+    let _ = spinners.wait();
+    Ok(FairShare {
+        alone,
+        beside_spinner: beside_spinner?.rps,
+    })
 }
 
 /// One wrk run: requests/s and latency percentiles in microseconds.
@@ -232,12 +288,13 @@ fn start_portico(
     dir: &Path,
     upstream: SocketAddr,
     listen: SocketAddr,
+    more_services: &str,
 ) -> anyhow::Result<Running> {
     let config = dir.join("portico.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n",
+            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n{more_services}",
             dir.join("plugins.d").display()
         ),
     )?;
@@ -664,6 +721,7 @@ fn parent_pid(pid: u32) -> Option<u32> {
 fn report(
     rows: &[(String, Load, Load, Echo)],
     memory: &[(&str, Memory)],
+    fair: FairShare,
     json_path: &Path,
 ) -> anyhow::Result<()> {
     let base = rows
@@ -758,6 +816,21 @@ fn report(
             p.websocket_kib / n.websocket_kib
         );
     }
+    println!(
+        "\nfair share: a healthy service's small GETs through Portico, r/s\nalone {:.0}  beside {SPINNING_CLIENTS} clients of a spinning plugin {:.0}  kept {:.2}x",
+        fair.alone,
+        fair.beside_spinner,
+        fair.beside_spinner / fair.alone
+    );
+    let json = serde_json::json!({
+        "proxies": json,
+        "fair_share": {
+            "spinning_clients": SPINNING_CLIENTS,
+            "alone_rps": fair.alone,
+            "beside_spinner_rps": fair.beside_spinner,
+            "kept": fair.beside_spinner / fair.alone,
+        },
+    });
     std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
     println!("\nsaved {}", json_path.display());
     Ok(())

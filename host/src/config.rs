@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::plugin::{Isolation, IsolationPolicy, RuntimeConfig};
+use crate::plugin::{Isolation, IsolationPolicy, QuarantinePolicy, RuntimeConfig};
 
 /// The configuration used when no file is given: listen on 127.0.0.1:8080, bundled plugins,
 /// no services.
@@ -104,14 +104,27 @@ pub struct PluginsConfig {
     pub isolation: Isolation,
     /// Isolation per plugin name, overriding `isolation`.
     pub isolation_by_name: HashMap<String, Isolation>,
-    /// The longest one plugin call may run.
+    /// The longest one plugin call may run (every hook but `rewrite-body`).
     pub call_timeout_ms: u64,
+    /// The longest one `rewrite-body` call may run.
+    pub rewrite_timeout_ms: u64,
     /// The most memory one plugin instance may use.
     pub memory_limit_mb: usize,
     /// Idle instances kept per pooled plugin; 0 uses twice the number of cores.
     pub pool_size: usize,
-    /// Consecutive failures after which a plugin is disabled.
-    pub max_consecutive_failures: u32,
+    /// Failures (of any hook) within `quarantine_window_ms` that quarantine a plugin.
+    #[serde(alias = "max_consecutive_failures")]
+    pub quarantine_failures: u32,
+    /// How far back failures count.
+    pub quarantine_window_ms: u64,
+    /// The first quarantine's length; each one that follows a short recovery doubles it.
+    pub quarantine_backoff_ms: u64,
+    /// The longest quarantine.
+    pub quarantine_max_ms: u64,
+    /// Calls of one plugin that may run at once; 0 uses the number of cores.
+    pub max_calls_in_flight: usize,
+    /// The most memory all plugin instances together may use.
+    pub total_memory_mb: usize,
 }
 
 impl Default for PluginsConfig {
@@ -121,10 +134,16 @@ impl Default for PluginsConfig {
             dir: PathBuf::from("./plugins.d"),
             isolation: Isolation::default(),
             isolation_by_name: HashMap::new(),
-            call_timeout_ms: u64::try_from(runtime.call_timeout.as_millis()).unwrap_or(100),
+            call_timeout_ms: millis(runtime.call_timeout),
+            rewrite_timeout_ms: millis(runtime.rewrite_timeout),
             memory_limit_mb: runtime.memory_limit / (1024 * 1024),
             pool_size: 0,
-            max_consecutive_failures: runtime.max_consecutive_failures,
+            quarantine_failures: runtime.quarantine.failures,
+            quarantine_window_ms: millis(runtime.quarantine.window),
+            quarantine_backoff_ms: millis(runtime.quarantine.backoff),
+            quarantine_max_ms: millis(runtime.quarantine.max_backoff),
+            max_calls_in_flight: 0,
+            total_memory_mb: runtime.total_memory / (1024 * 1024),
         }
     }
 }
@@ -134,12 +153,22 @@ impl PluginsConfig {
     pub fn runtime(&self) -> RuntimeConfig {
         let mut runtime = RuntimeConfig {
             call_timeout: Duration::from_millis(self.call_timeout_ms),
+            rewrite_timeout: Duration::from_millis(self.rewrite_timeout_ms),
             memory_limit: self.memory_limit_mb.saturating_mul(1024 * 1024),
-            max_consecutive_failures: self.max_consecutive_failures,
+            quarantine: QuarantinePolicy {
+                failures: self.quarantine_failures,
+                window: Duration::from_millis(self.quarantine_window_ms),
+                backoff: Duration::from_millis(self.quarantine_backoff_ms),
+                max_backoff: Duration::from_millis(self.quarantine_max_ms),
+            },
+            total_memory: self.total_memory_mb.saturating_mul(1024 * 1024),
             ..RuntimeConfig::default()
         };
         if self.pool_size > 0 {
             runtime.pool_size = self.pool_size;
+        }
+        if self.max_calls_in_flight > 0 {
+            runtime.max_calls_in_flight = self.max_calls_in_flight;
         }
         runtime
     }
@@ -555,11 +584,24 @@ impl Config {
                     .map_err(|why| format!("service {:?}: {why}", service.id))?;
             }
         }
-        if self.plugins.call_timeout_ms == 0 {
-            return Err("plugins.call_timeout_ms must be above 0".to_owned());
+        if self.plugins.call_timeout_ms == 0 || self.plugins.rewrite_timeout_ms == 0 {
+            return Err(
+                "plugins.call_timeout_ms and plugins.rewrite_timeout_ms must be above 0".to_owned(),
+            );
         }
         if self.plugins.memory_limit_mb == 0 {
             return Err("plugins.memory_limit_mb must be above 0".to_owned());
+        }
+        if self.plugins.total_memory_mb < self.plugins.memory_limit_mb {
+            return Err("plugins.total_memory_mb is below plugins.memory_limit_mb".to_owned());
+        }
+        if self.plugins.quarantine_failures == 0 {
+            return Err("plugins.quarantine_failures must be above 0".to_owned());
+        }
+        if self.plugins.quarantine_max_ms < self.plugins.quarantine_backoff_ms {
+            return Err(
+                "plugins.quarantine_max_ms is below plugins.quarantine_backoff_ms".to_owned(),
+            );
         }
         for (name, value) in [
             ("timeouts.connect_ms", self.timeouts.connect_ms),
@@ -617,6 +659,11 @@ pub fn parse_upstream(text: &str) -> Result<url::Url, String> {
         return Err(format!("upstream {text:?} must not carry credentials"));
     }
     Ok(url)
+}
+
+/// A duration in whole milliseconds, as the configuration writes them.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

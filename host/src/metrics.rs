@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::plugin::Plugin;
+use crate::plugin::{Hook, Plugin, PluginError, PluginState};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -277,76 +277,7 @@ impl Metrics {
             );
         }
 
-        header(
-            &mut out,
-            "portico_plugin_calls_total",
-            "counter",
-            "Plugin hook calls.",
-        );
-        for plugin in plugins {
-            let _ = writeln!(
-                out,
-                "portico_plugin_calls_total{{plugin=\"{}\"}} {}",
-                plugin.name(),
-                load(&plugin.stats().calls)
-            );
-        }
-        header(
-            &mut out,
-            "portico_plugin_failures_total",
-            "counter",
-            "Plugin hook calls that failed.",
-        );
-        for plugin in plugins {
-            let _ = writeln!(
-                out,
-                "portico_plugin_failures_total{{plugin=\"{}\"}} {}",
-                plugin.name(),
-                load(&plugin.stats().failures)
-            );
-        }
-        header(
-            &mut out,
-            "portico_plugin_call_seconds_total",
-            "counter",
-            "Time spent in plugin hook calls.",
-        );
-        for plugin in plugins {
-            let seconds = load(&plugin.stats().nanos) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "portico_plugin_call_seconds_total{{plugin=\"{}\"}} {seconds}",
-                plugin.name()
-            );
-        }
-        header(
-            &mut out,
-            "portico_plugin_instantiations_total",
-            "counter",
-            "Plugin instances created.",
-        );
-        for plugin in plugins {
-            let _ = writeln!(
-                out,
-                "portico_plugin_instantiations_total{{plugin=\"{}\"}} {}",
-                plugin.name(),
-                load(&plugin.stats().instantiations)
-            );
-        }
-        header(
-            &mut out,
-            "portico_plugin_disabled",
-            "gauge",
-            "1 when a plugin is disabled after repeated failures.",
-        );
-        for plugin in plugins {
-            let _ = writeln!(
-                out,
-                "portico_plugin_disabled{{plugin=\"{}\"}} {}",
-                plugin.name(),
-                u8::from(plugin.is_disabled())
-            );
-        }
+        plugin_metrics(&mut out, plugins);
 
         header(
             &mut out,
@@ -365,6 +296,131 @@ impl Metrics {
             self.config_rejections()
         );
         out
+    }
+}
+
+/// Per plugin and hook: calls, time, failures by kind; per plugin: calls turned away and the
+/// quarantine state.
+fn plugin_metrics(out: &mut String, plugins: &[Arc<Plugin>]) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    header(
+        out,
+        "portico_plugin_calls_total",
+        "counter",
+        "Plugin hook calls.",
+    );
+    for plugin in plugins {
+        for hook in Hook::ALL {
+            let _ = writeln!(
+                out,
+                "portico_plugin_calls_total{{plugin=\"{}\",hook=\"{}\"}} {}",
+                plugin.name(),
+                hook.as_str(),
+                load(&plugin.stats().hooks[hook as usize].calls)
+            );
+        }
+    }
+    header(
+        out,
+        "portico_plugin_call_seconds_total",
+        "counter",
+        "Time spent in plugin hook calls.",
+    );
+    for plugin in plugins {
+        for hook in Hook::ALL {
+            let seconds = load(&plugin.stats().hooks[hook as usize].nanos) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "portico_plugin_call_seconds_total{{plugin=\"{}\",hook=\"{}\"}} {seconds}",
+                plugin.name(),
+                hook.as_str(),
+            );
+        }
+    }
+    header(
+        out,
+        "portico_plugin_failures_total",
+        "counter",
+        "Plugin hook calls that failed, by kind (trap, timeout, memory, refused answer).",
+    );
+    for plugin in plugins {
+        for hook in Hook::ALL {
+            let failures = &plugin.stats().hooks[hook as usize].failures;
+            for (kind, count) in PluginError::FAILURE_KINDS.iter().zip(failures) {
+                let _ = writeln!(
+                    out,
+                    "portico_plugin_failures_total{{plugin=\"{}\",hook=\"{}\",kind=\"{kind}\"}} {}",
+                    plugin.name(),
+                    hook.as_str(),
+                    load(count)
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "portico_plugin_rejected_total",
+        "counter",
+        "Plugin calls not made: the plugin had its share of calls running (busy) or was quarantined; the request got the generic behaviour.",
+    );
+    for plugin in plugins {
+        for (reason, count) in [
+            ("busy", &plugin.stats().busy),
+            ("quarantined", &plugin.stats().quarantined),
+        ] {
+            let _ = writeln!(
+                out,
+                "portico_plugin_rejected_total{{plugin=\"{}\",reason=\"{reason}\"}} {}",
+                plugin.name(),
+                load(count)
+            );
+        }
+    }
+    header(
+        out,
+        "portico_plugin_instantiations_total",
+        "counter",
+        "Plugin instances created.",
+    );
+    for plugin in plugins {
+        let _ = writeln!(
+            out,
+            "portico_plugin_instantiations_total{{plugin=\"{}\"}} {}",
+            plugin.name(),
+            load(&plugin.stats().instantiations)
+        );
+    }
+    header(
+        out,
+        "portico_plugin_quarantines_total",
+        "counter",
+        "Times a plugin was quarantined after repeated failures.",
+    );
+    for plugin in plugins {
+        let _ = writeln!(
+            out,
+            "portico_plugin_quarantines_total{{plugin=\"{}\"}} {}",
+            plugin.name(),
+            plugin.quarantines()
+        );
+    }
+    header(
+        out,
+        "portico_plugin_state",
+        "gauge",
+        "1 for the state each plugin is in: healthy, quarantined or probing.",
+    );
+    for plugin in plugins {
+        let current = plugin.state();
+        for state in PluginState::ALL {
+            let _ = writeln!(
+                out,
+                "portico_plugin_state{{plugin=\"{}\",state=\"{}\"}} {}",
+                plugin.name(),
+                state.as_str(),
+                u8::from(state == current)
+            );
+        }
     }
 }
 

@@ -9,11 +9,12 @@ mod bindings;
 mod bundled;
 pub mod fallback;
 pub mod guard;
+mod health;
 mod log;
 mod registry;
 mod runtime;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,12 @@ pub use bindings::{
     Subprotocols, UpstreamRequest, UpstreamWebsocket,
 };
 pub use bundled::bundled;
+pub use health::{Policy as QuarantinePolicy, State as PluginState};
 pub use registry::{DirWatch, IsolationPolicy, PluginRegistry, PluginSource, check};
 pub use runtime::{Runtime, RuntimeConfig};
 
 use bindings::WorldPre;
+use health::{Admit, Health, Outcome};
 use log::PluginLog;
 use runtime::{HostState, Instance};
 
@@ -55,8 +58,12 @@ pub enum PluginError {
     OutOfMemory,
     #[error("the plugin returned an invalid answer: {0}")]
     Refused(#[from] guard::GuardError),
-    #[error("the plugin is disabled after repeated failures")]
-    Disabled,
+    #[error("the plugin is quarantined after repeated failures")]
+    Quarantined,
+    /// The plugin already has its share of calls running: this one gets the generic behaviour
+    /// at once. Not a failure of the plugin.
+    #[error("the plugin has too many calls running")]
+    Busy,
     /// The answer was refused, but it only repeats what the client sent (its path or query):
     /// the request is at fault, not the plugin, and the failure is not counted.
     #[error("the request cannot be forwarded: {0}")]
@@ -89,8 +96,23 @@ impl PluginError {
             Self::Timeout(_) => "timeout",
             Self::OutOfMemory => "memory",
             Self::Refused(_) => "refused",
-            Self::Disabled => "disabled",
+            Self::Quarantined => "quarantined",
+            Self::Busy => "busy",
             Self::ClientInput(_) => "client-input",
+        }
+    }
+
+    /// The kinds of failure counted against a plugin, for metrics.
+    pub const FAILURE_KINDS: [&'static str; 5] =
+        ["trap", "timeout", "memory", "refused", "invalid"];
+
+    fn failure_index(&self) -> usize {
+        match self {
+            Self::Trap(_) | Self::Engine(_) => 0,
+            Self::Timeout(_) => 1,
+            Self::OutOfMemory => 2,
+            Self::Refused(_) => 3,
+            Self::Invalid(_) | Self::Quarantined | Self::Busy | Self::ClientInput(_) => 4,
         }
     }
 }
@@ -156,6 +178,21 @@ pub struct PluginStats {
     pub nanos: AtomicU64,
     /// Instances created because the pool was empty or an instance was replaced.
     pub instantiations: AtomicU64,
+    /// Calls not made because the plugin had its share of calls running.
+    pub busy: AtomicU64,
+    /// Calls not made because the plugin was quarantined.
+    pub quarantined: AtomicU64,
+    /// The same, per hook (indexed like [`Hook::ALL`]).
+    pub hooks: [HookStats; Hook::ALL.len()],
+}
+
+/// Counters of one hook of one plugin.
+#[derive(Debug, Default)]
+pub struct HookStats {
+    pub calls: AtomicU64,
+    pub nanos: AtomicU64,
+    /// Failures by kind (indexed like [`PluginError::FAILURE_KINDS`]).
+    pub failures: [AtomicU64; PluginError::FAILURE_KINDS.len()],
 }
 
 /// A loaded plugin: its info, its linked component and its instances.
@@ -167,9 +204,9 @@ pub struct Plugin {
     isolation: Isolation,
     idle: Mutex<Vec<Instance>>,
     log: Arc<PluginLog>,
-    /// Failures in a row, per hook: a success of one hook does not hide another's failures.
-    consecutive_failures: [AtomicU32; Hook::ALL.len()],
-    disabled: AtomicBool,
+    health: Health,
+    /// Calls running now, for the fair share.
+    in_flight: AtomicUsize,
     stats: PluginStats,
 }
 
@@ -186,19 +223,20 @@ impl std::fmt::Debug for Plugin {
 
 /// Defines a hook method: check out an instance, call, guard the answer, account for it.
 macro_rules! hook {
-    ($(#[$doc:meta])* $name:ident, $hook:expr, $call:ident, ($($arg:ident: $ty:ty),*) -> $out:ty, $check:expr) => {
+    ($(#[$doc:meta])* $name:ident, $hook:expr, $call:ident, ($($arg:ident: $ty:ty),*) $([$($extra:ident: $extra_ty:ty),*])? -> $out:ty, $check:expr) => {
         $(#[$doc])*
-        pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, PluginError> {
+        pub async fn $name(&self, $($arg: $ty),* $($(, $extra: $extra_ty)*)?) -> Result<$out, PluginError> {
+            let mut ticket = self.admit()?;
             let mut instance = self.checkout().await?;
             let started = Instant::now();
-            instance.arm(started, self.runtime.config().call_timeout);
+            instance.arm(started, self.runtime.config().timeout($hook));
             let result = instance.world.$call(&mut instance.store, $($arg),*).await;
-            let result = result.map_err(|err| self.call_error(err)).and_then(|answer| {
+            let result = result.map_err(|err| self.call_error(err, $hook)).and_then(|answer| {
                 let check = $check;
                 check(&answer)?;
                 Ok(answer)
             });
-            self.finish(instance, started, $hook, result)
+            self.finish(&mut ticket, instance, started, $hook, result)
         }
     };
 }
@@ -234,8 +272,8 @@ impl Plugin {
             pre,
             isolation,
             idle: Mutex::new(Vec::new()),
-            consecutive_failures: Default::default(),
-            disabled: AtomicBool::new(false),
+            health: Health::new(runtime.config().quarantine),
+            in_flight: AtomicUsize::new(0),
             stats: PluginStats::default(),
         });
         if isolation == Isolation::Pooled {
@@ -273,9 +311,14 @@ impl Plugin {
         &self.stats
     }
 
-    /// True once the plugin has failed too often in a row; it stays off until reloaded.
-    pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Relaxed)
+    /// Whether calls go to the plugin, or it is quarantined after failing too often.
+    pub fn state(&self) -> PluginState {
+        self.health.state()
+    }
+
+    /// Quarantines so far.
+    pub fn quarantines(&self) -> u64 {
+        self.health.quarantines()
     }
 
     /// True when the plugin wants to read request header `name` (lower case).
@@ -328,10 +371,15 @@ impl Plugin {
     );
 
     hook!(
-        /// The `rewrite-body` hook: the new body, or `None` to keep it.
+        /// The `rewrite-body` hook: the new body, or `None` to keep it. A new body longer than
+        /// `limit` is refused.
         rewrite_body, Hook::RewriteBody, call_rewrite_body,
-        (resp: &Response, body: &[u8]) -> Option<Vec<u8>>,
-        |new: &Option<Vec<u8>>| new.as_deref().map_or(Ok(()), guard::body).map_err(PluginError::Refused)
+        (resp: &Response, body: &[u8]) [limit: usize] -> Option<Vec<u8>>,
+        |new: &Option<Vec<u8>>| {
+            new.as_deref()
+                .map_or(Ok(()), |new| guard::body(new, limit))
+                .map_err(PluginError::Refused)
+        }
     );
 
     fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
@@ -341,10 +389,33 @@ impl Plugin {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn checkout(&self) -> Result<Instance, PluginError> {
-        if self.is_disabled() {
-            return Err(PluginError::Disabled);
+    /// Lets a call through, unless the plugin already runs its share of calls or is
+    /// quarantined.
+    fn admit(&self) -> Result<Ticket<'_>, PluginError> {
+        let running = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut ticket = Ticket {
+            plugin: self,
+            admit: Admit::Refuse,
+        };
+        if running >= self.runtime.config().max_calls_in_flight {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(PluginError::Busy);
         }
+        ticket.admit = self.health.admit(Instant::now());
+        match ticket.admit {
+            Admit::Refuse => {
+                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                Err(PluginError::Quarantined)
+            }
+            Admit::Probe => {
+                tracing::info!(plugin = %self.info.name, "quarantine over: probing the plugin with a real call");
+                Ok(ticket)
+            }
+            Admit::Call => Ok(ticket),
+        }
+    }
+
+    async fn checkout(&self) -> Result<Instance, PluginError> {
         if self.isolation == Isolation::Pooled
             && let Some(instance) = self.idle_instances().pop()
         {
@@ -354,9 +425,9 @@ impl Plugin {
         self.runtime.instantiate(&self.pre, &self.log).await
     }
 
-    fn call_error(&self, err: wasmtime::Error) -> PluginError {
+    fn call_error(&self, err: wasmtime::Error, hook: Hook) -> PluginError {
         match PluginError::from_call(err) {
-            PluginError::Timeout(_) => PluginError::Timeout(self.runtime.config().call_timeout),
+            PluginError::Timeout(_) => PluginError::Timeout(self.runtime.config().timeout(hook)),
             other => other,
         }
     }
@@ -364,20 +435,28 @@ impl Plugin {
     /// Accounts for a call, returns a healthy pooled instance to the pool and drops any other.
     fn finish<T>(
         &self,
+        ticket: &mut Ticket<'_>,
         instance: Instance,
         started: Instant,
         hook: Hook,
         result: Result<T, PluginError>,
     ) -> Result<T, PluginError> {
-        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.nanos.fetch_add(elapsed, Ordering::Relaxed);
-        let consecutive = &self.consecutive_failures[hook.index()];
+        let now = Instant::now();
+        let elapsed = u64::try_from(now.duration_since(started).as_nanos()).unwrap_or(u64::MAX);
+        let stats = &self.stats.hooks[hook.index()];
+        for (total, per_hook, add) in [
+            (&self.stats.calls, &stats.calls, 1),
+            (&self.stats.nanos, &stats.nanos, elapsed),
+        ] {
+            total.fetch_add(add, Ordering::Relaxed);
+            per_hook.fetch_add(add, Ordering::Relaxed);
+        }
+        let admit = std::mem::replace(&mut ticket.admit, Admit::Refuse);
         match &result {
             // The instance did its work: the client's request is what cannot go on.
             Ok(_) | Err(PluginError::ClientInput(_)) => {
-                if result.is_ok() {
-                    consecutive.store(0, Ordering::Relaxed);
+                if self.health.succeeded(admit, now) {
+                    tracing::info!(plugin = %self.info.name, hook = hook.as_str(), "plugin back in service: the probe succeeded");
                 }
                 if self.isolation == Isolation::Pooled {
                     let mut idle = self.idle_instances();
@@ -387,25 +466,39 @@ impl Plugin {
                 }
             }
             Err(err) => {
-                // The instance may be in any state after a failure: it is dropped, and a
-                // fresh one takes its place on the next checkout.
+                // The instance may be in any state after a failure: it is dropped (its memory
+                // goes back to the OS), and a fresh one takes its place on the next checkout.
                 drop(instance);
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                let failures = consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                stats.failures[err.failure_index()].fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.info.name, hook = hook.as_str(), error = %err, "plugin call failed; using the generic behaviour");
-                let limit = self.runtime.config().max_consecutive_failures;
-                if failures >= limit && !self.disabled.swap(true, Ordering::Relaxed) {
+                if let Outcome::Quarantined(period) = self.health.failed(admit, now) {
                     tracing::error!(
                         plugin = %self.info.name,
-                        failures,
                         hook = hook.as_str(),
-                        "plugin disabled after {failures} consecutive failures of one hook; replace or reload it to enable it again"
+                        error = %err,
+                        seconds = period.as_secs_f64(),
+                        "plugin quarantined after repeated failures: its services get the generic behaviour (502 when fail-closed) until a probe succeeds"
                     );
                     self.idle_instances().clear();
                 }
             }
         }
         result
+    }
+}
+
+/// One call let through by [`Plugin::admit`]: counted in flight until dropped; a probe that
+/// never reached [`Plugin::finish`] lets the next call probe.
+struct Ticket<'a> {
+    plugin: &'a Plugin,
+    admit: Admit,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.plugin.health.abandoned(self.admit);
+        self.plugin.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -125,6 +125,7 @@ async fn list(State(state): State<AppState>, request: Request) -> Response {
                 "id": service.id,
                 "type": service.service_type,
                 "plugin": plugins.for_type(&service.service_type).name(),
+                "plugin_state": plugins.for_type(&service.service_type).state().as_str(),
                 "upstream": service.primary_upstream(),
                 "upstreams": service.upstreams.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
                 "source": service.source,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use portico::plugin::PluginState;
 use portico_tests::proxy::{Answer, Portico, RawUpstream, closed_port, raw, service, upstream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -121,7 +122,7 @@ async fn client_input_is_not_charged_to_the_plugin() -> anyhow::Result<()> {
         assert_eq!(status, 400, "{answer}");
     }
     let dash = plugin(&portico, "dash");
-    assert!(!dash.is_disabled());
+    assert_eq!(dash.state(), PluginState::Healthy);
     assert_eq!(failures(&dash), 0);
     assert!(up.targets().is_empty());
     let (status, _) = raw(portico.addr(), &get("/proxy/c/_dash-layout", "")).await?;
@@ -135,7 +136,7 @@ async fn one_hook_succeeding_does_not_hide_another_failing() -> anyhow::Result<(
     // upstream sends) succeeds in between.
     let up = RawUpstream::start(Answer::Ok).await?;
     let body = format!(
-        "{}\n[plugins]\nmax_consecutive_failures = 3\n",
+        "{}\n[plugins]\nquarantine_failures = 3\n",
         based("hostile", up.addr)
     );
     let portico = Portico::start_with_plugins(&body, &[Path::new(HOSTILE)]).await?;
@@ -144,7 +145,7 @@ async fn one_hook_succeeding_does_not_hide_another_failing() -> anyhow::Result<(
         assert_eq!(status, 200, "the generic behaviour serves it");
     }
     let hostile = plugin(&portico, "hostile");
-    assert!(hostile.is_disabled());
+    assert_eq!(hostile.state(), PluginState::Quarantined);
     Ok(())
 }
 

@@ -12,11 +12,21 @@ use portico::plugin::{
 };
 
 const HOSTILE: &str = env!("PORTICO_HOSTILE_WASM");
+/// A plugin built against `portico:plugin@0.1.0`.
+const PLUGIN_0_1: &str = env!("PORTICO_PLUGIN_0_1_WASM");
+/// A plugin that declares `/` as a claim prefix.
+const CLAIMS_EVERYTHING: &str = env!("PORTICO_CLAIMS_EVERYTHING_WASM");
+/// The body limit `rewrite-body` is called with: Portico's default `max-rewrite-bytes`.
+const REWRITE_LIMIT: usize = 8 * 1024 * 1024;
 
+/// The runtime the tests load plugins into. The deadline is far above what a call needs even
+/// in a debug build on a busy machine (flooding the log, filling 16 MiB, returning 200 KiB of
+/// headers): a call fails for what it does, not for the machine's speed.
 fn config(cache: &Path) -> RuntimeConfig {
     RuntimeConfig {
         cache_dir: Some(cache.to_owned()),
         pool_size: 2,
+        call_timeout: Duration::from_secs(2),
         ..RuntimeConfig::default()
     }
 }
@@ -241,7 +251,7 @@ async fn dash_index_page_is_rewritten_under_the_prefix() {
     assert!(plan.rewrite_body);
     let page = br#"<script id="_dash-config" type="application/json">{"requests_pathname_prefix":"/"}</script><script src="/_dash-component-suites/dash/dash-renderer/build/dash_renderer.v2_18_2m1.min.js"></script>"#;
     let body = dash
-        .rewrite_body(&resp, page)
+        .rewrite_body(&resp, page, REWRITE_LIMIT)
         .await
         .expect("rewrite")
         .expect("changed");
@@ -270,7 +280,7 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
     );
     let page = b"<script>const ui = SwaggerUIBundle({url: '/openapi.json'})</script>";
     let body = fastapi
-        .rewrite_body(&docs, page)
+        .rewrite_body(&docs, page, REWRITE_LIMIT)
         .await
         .expect("rewrite")
         .expect("changed");
@@ -288,7 +298,7 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
             .rewrite_body
     );
     let body = fastapi
-        .rewrite_body(&schema, br#"{"openapi":"3.1.0","paths":{}}"#)
+        .rewrite_body(&schema, br#"{"openapi":"3.1.0","paths":{}}"#, REWRITE_LIMIT)
         .await
         .expect("rewrite")
         .expect("changed");
@@ -322,7 +332,7 @@ async fn flask_links_in_pages_stay_under_the_prefix() {
     );
     let html = br#"<a href="/about">About</a><form method="post" action="/submit"></form>"#;
     let body = flask
-        .rewrite_body(&page, html)
+        .rewrite_body(&page, html, REWRITE_LIMIT)
         .await
         .expect("rewrite")
         .expect("changed");
@@ -467,10 +477,13 @@ async fn the_sandbox_has_no_files_environment_or_sockets() {
 }
 
 #[tokio::test]
-async fn a_plugin_that_keeps_failing_is_disabled() {
+async fn a_plugin_that_keeps_failing_is_quarantined() {
     let cache = tempfile::tempdir().expect("temp dir");
     let runtime = RuntimeConfig {
-        max_consecutive_failures: 3,
+        quarantine: portico::plugin::QuarantinePolicy {
+            failures: 3,
+            ..Default::default()
+        },
         ..config(cache.path())
     };
     let (_dir, registry, hostile) = with_hostile(runtime).await;
@@ -480,10 +493,10 @@ async fn a_plugin_that_keeps_failing_is_disabled() {
             Err(PluginError::Trap(_))
         ));
     }
-    assert!(hostile.is_disabled());
+    assert_eq!(hostile.state(), portico::plugin::PluginState::Quarantined);
     assert!(matches!(
         hostile.on_request(&request("hostile", "/fine")).await,
-        Err(PluginError::Disabled)
+        Err(PluginError::Quarantined)
     ));
     // Other plugins are unaffected.
     assert!(
@@ -617,4 +630,182 @@ async fn a_restart_loads_compiled_plugins_from_the_cache() {
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn bundled_plugins_declare_the_prefixes_they_claim() {
+    let (_cache, registry) = bundled_only().await;
+    let declared = |name: &str| registry.for_type(name).info().claim_prefixes.clone();
+    assert!(declared("streamlit").iter().any(|p| p == "/_stcore/"));
+    assert!(declared("streamlit").iter().any(|p| p == "/static/"));
+    assert!(declared("dash").iter().any(|p| p == "/_dash-"));
+    assert!(declared("dash").iter().any(|p| p == "/assets/"));
+    for name in ["generic", "fastapi", "flask"] {
+        assert!(declared(name).is_empty(), "{name} claims nothing");
+    }
+}
+
+/// The calls made to `plugin` so far (every hook).
+fn calls(plugin: &Plugin) -> u64 {
+    plugin
+        .stats()
+        .calls
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_greedy_claim_takes_nothing_outside_its_declared_prefixes() -> anyhow::Result<()> {
+    use portico_tests::proxy::{Portico, service, upstream};
+    let named = |name: &'static str| axum::Router::new().fallback(move || async move { name });
+    let st = upstream(named("streamlit")).await?;
+    let hostile_up = upstream(named("hostile")).await?;
+    let portico = Portico::start_with_plugins(
+        &(service("st", "streamlit", st) + &service("evil", "hostile", hostile_up)),
+        &[Path::new(HOSTILE)],
+    )
+    .await?;
+    let hostile = portico
+        .running
+        .state
+        .proxy()
+        .plugins()
+        .get("hostile")
+        .expect("the hostile plugin is loaded");
+    assert_eq!(hostile.info().claim_prefixes, ["/hostile/"]);
+    let before = calls(&hostile);
+
+    // The hostile plugin answers u32::MAX to every claim, but it declared only `/hostile/`: it
+    // is not asked about Streamlit's paths, and Streamlit gets them, cookies and all.
+    for path in [
+        "/_stcore/health",
+        "/_stcore/host-config",
+        "/static/js/main.js",
+    ] {
+        let response = portico
+            .client
+            .get(portico.url(path))
+            .header("cookie", "streamlit_session=secret")
+            .send()
+            .await?;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{path}");
+        assert_eq!(response.text().await?, "streamlit", "{path}");
+    }
+    let (status, _) = portico.fetch("/nowhere.js").await?;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(
+        calls(&hostile),
+        before,
+        "the hostile plugin was called for paths it did not declare"
+    );
+
+    // Under its own prefix its claim stands, and the counter shows it was asked.
+    let (status, body) = portico.fetch("/hostile/ping").await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (reqwest::StatusCode::OK, "hostile")
+    );
+    assert!(calls(&hostile) > before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_that_declares_slash_is_refused_at_load() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(config(cache.path())).expect("runtime starts");
+    let wasm = std::fs::read(CLAIMS_EVERYTHING).expect("fixture");
+    let refused = portico::plugin::check(&runtime, &wasm).await;
+    let Err(PluginError::Refused(GuardError::BadInfo(why))) = &refused else {
+        panic!("a claim prefix of `/` was accepted: {refused:?}");
+    };
+    assert!(
+        why.contains("`/` alone") && why.contains("every un-prefixed path"),
+        "{why}"
+    );
+
+    // From the plugins directory: refused, and the rest keeps working.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(CLAIMS_EVERYTHING, dir.path().join("greedy.wasm")).expect("copy fixture");
+    let registry = registry_with(
+        Some(dir.path()),
+        config(cache.path()),
+        IsolationPolicy::default(),
+    )
+    .await;
+    assert!(registry.get("claims-everything").is_none());
+    assert_eq!(registry.plugins().len(), 5);
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_0_1_is_refused_with_how_to_upgrade() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(config(cache.path())).expect("runtime starts");
+    let wasm = std::fs::read(PLUGIN_0_1).expect("fixture");
+    let refused = portico::plugin::check(&runtime, &wasm).await;
+    let Err(PluginError::Invalid(why)) = &refused else {
+        panic!("a 0.1 plugin was not refused as invalid: {refused:?}");
+    };
+    for needed in [
+        "built against portico:plugin@0.1.0",
+        "implements portico:plugin@0.2.0",
+        "rebuild it with portico-plugin-sdk 0.2.0",
+        "PluginInfo::claim_prefixes",
+    ] {
+        assert!(why.contains(needed), "{needed:?} missing from: {why}");
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(PLUGIN_0_1, dir.path().join("legacy.wasm")).expect("copy fixture");
+    let registry = registry_with(
+        Some(dir.path()),
+        config(cache.path()),
+        IsolationPolicy::default(),
+    )
+    .await;
+    assert!(registry.get("legacy").is_none());
+    assert!(!registry.knows_type("legacy"));
+}
+
+#[tokio::test]
+async fn the_hostile_fixture_misbehaves_on_response_as_documented() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let (_dir, _registry, hostile) = with_hostile(config(cache.path())).await;
+    let upstream_says = |value: &str| {
+        response(
+            "hostile",
+            "/",
+            &[("content-type", "text/html"), ("x-hostile", value)],
+        )
+    };
+
+    // What becomes of the 16 MiB body `rewrite-body` then returns is for the body tests.
+    let plan = hostile
+        .on_response(&upstream_says("bloat"))
+        .await
+        .expect("on-response");
+    assert!(plan.rewrite_body);
+
+    // Each header is valid on its own; together they are about 200 KiB, which the guard may
+    // refuse as a whole.
+    match hostile.on_response(&upstream_says("headers")).await {
+        Ok(plan) => {
+            let filler: Vec<_> = plan
+                .headers
+                .set
+                .iter()
+                .filter(|h| h.name.starts_with("x-hostile-"))
+                .collect();
+            assert_eq!(filler.len(), 100);
+            assert!(filler.iter().all(|h| h.value.len() == 2048));
+        }
+        Err(err) => assert!(matches!(err, PluginError::Refused(_)), "{err:?}"),
+    }
+
+    let trapped = hostile.on_response(&upstream_says("trap")).await;
+    assert!(matches!(trapped, Err(PluginError::Trap(_))), "{trapped:?}");
+
+    let plain = hostile
+        .on_response(&response("hostile", "/", &[("content-type", "text/html")]))
+        .await
+        .expect("on-response");
+    assert!(!plain.rewrite_body);
 }

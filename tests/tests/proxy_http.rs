@@ -851,7 +851,9 @@ async fn metrics_count_requests_and_plugin_calls() -> anyhow::Result<()> {
     }
     let calls = text
         .lines()
-        .find(|line| line.starts_with("portico_plugin_calls_total{plugin=\"streamlit\"}"))
+        .find(|line| {
+            line.starts_with("portico_plugin_calls_total{plugin=\"streamlit\",hook=\"on-request\"}")
+        })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|count| count.parse::<u64>().ok())
         .unwrap_or(0);

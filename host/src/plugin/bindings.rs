@@ -14,6 +14,12 @@ pub use generated::portico::plugin::types::{
     Subprotocols, UpstreamRequest, UpstreamWebsocket,
 };
 
+/// The contract's package, as a component names its interfaces (`portico:plugin/types@0.2.0`).
+pub(crate) const PACKAGE: &str = "portico:plugin";
+/// The version of the contract these bindings implement; a plugin built against another one is
+/// refused at load.
+pub(crate) const VERSION: &str = "0.2.0";
+
 /// An instantiated plugin world.
 pub(crate) use generated::Plugin as World;
 /// A plugin component linked and ready to instantiate.
@@ -36,5 +42,18 @@ impl Header {
             name: name.into(),
             value: value.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_the_one_the_wit_declares() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let declared = format!("package {}@{};", super::PACKAGE, super::VERSION);
+        assert!(
+            wit.lines().any(|line| line == declared),
+            "wit/plugin.wit does not declare {declared}"
+        );
     }
 }

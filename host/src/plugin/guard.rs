@@ -103,17 +103,23 @@ pub fn response_plan(plan: &ResponsePlan) -> Result<(), GuardError> {
     header_edits(&plan.headers)
 }
 
-/// Checks a `rewrite-body` answer.
-pub fn body(body: &[u8]) -> Result<(), GuardError> {
-    if body.len() > MAX_BODY {
+/// Checks a `rewrite-body` answer against the service's rewrite limit (and [`MAX_BODY`]).
+pub fn body(body: &[u8], limit: usize) -> Result<(), GuardError> {
+    let limit = limit.min(MAX_BODY);
+    if body.len() > limit {
         return Err(GuardError::TooLong {
             what: "rewritten body",
             len: body.len(),
-            limit: MAX_BODY,
+            limit,
         });
     }
     Ok(())
 }
+
+/// The most claim prefixes a plugin may declare.
+pub const MAX_CLAIM_PREFIXES: usize = 32;
+/// The longest claim prefix a plugin may declare.
+pub const MAX_CLAIM_PREFIX: usize = 256;
 
 /// Checks what a plugin says about itself at load.
 pub fn info(info: &PluginInfo) -> Result<(), GuardError> {
@@ -161,7 +167,51 @@ pub fn info(info: &PluginInfo) -> Result<(), GuardError> {
             return Err(GuardError::BadHeaderName(truncate(name)));
         }
     }
+    if info.claim_prefixes.len() > MAX_CLAIM_PREFIXES {
+        return bad(format!(
+            "claim-prefixes has {} entries, over the limit of {MAX_CLAIM_PREFIXES}",
+            info.claim_prefixes.len()
+        ));
+    }
+    for prefix in &info.claim_prefixes {
+        claim_prefix(prefix).map_err(|why| {
+            GuardError::BadInfo(format!("claim prefix {:?} {why}", truncate(prefix)))
+        })?;
+    }
     Ok(())
+}
+
+/// Why a declared claim prefix cannot be used, if it cannot: it must name a part of the
+/// un-prefixed path space as a client would send it, and not all of it.
+fn claim_prefix(prefix: &str) -> Result<(), String> {
+    if prefix == "/" {
+        return Err(
+            "is `/` alone, which would claim every un-prefixed path: declare the framework's own \
+             prefixes instead (`/_stcore/`, `/static/`)"
+                .to_owned(),
+        );
+    }
+    if !prefix.starts_with('/') || prefix.starts_with("//") {
+        return Err("must start with a single `/`".to_owned());
+    }
+    if prefix.len() > MAX_CLAIM_PREFIX {
+        return Err(format!(
+            "is {} bytes, over the limit of {MAX_CLAIM_PREFIX}",
+            prefix.len()
+        ));
+    }
+    if let Some(byte) = prefix
+        .bytes()
+        .find(|b| !(0x21..0x7f).contains(b) || matches!(*b, b'?' | b'#' | b'\\'))
+    {
+        return Err(format!(
+            "contains byte 0x{byte:02x}: a prefix is visible ASCII without `?`, `#` or `\\`"
+        ));
+    }
+    if prefix.contains("..") {
+        return Err("contains `..`".to_owned());
+    }
+    crate::path::check_confined(prefix).map_err(|why| format!("is refused: {why}"))
 }
 
 /// Checks the path and query of an upstream request.
@@ -399,5 +449,89 @@ mod tests {
             upstream_websocket(&plan),
             Err(GuardError::BadSubprotocol(_))
         ));
+    }
+
+    fn claiming(prefixes: &[&str]) -> PluginInfo {
+        PluginInfo {
+            name: "framework".to_owned(),
+            version: "1.0.0".to_owned(),
+            service_types: vec!["framework".to_owned()],
+            default_port: None,
+            health_path: None,
+            keep_prefix: false,
+            detect: Vec::new(),
+            claim_prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            rewrite_content_types: Vec::new(),
+            max_rewrite_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn accepts_framework_claim_prefixes() {
+        for prefixes in [
+            &[][..],
+            &["/_stcore/", "/static/", "/media/", "/favicon.png"][..],
+            &["/_dash-", "/assets/", "/_reload-hash"][..],
+            &["/.well-known/x/", "/a%20b/", "/a"][..],
+        ] {
+            assert_eq!(info(&claiming(prefixes)), Ok(()), "{prefixes:?}");
+        }
+        let longest = format!("/{}", "a".repeat(MAX_CLAIM_PREFIX - 1));
+        assert_eq!(info(&claiming(&[&longest])), Ok(()));
+    }
+
+    #[test]
+    fn refuses_a_claim_on_every_path() {
+        let Err(GuardError::BadInfo(why)) = info(&claiming(&["/_stcore/", "/"])) else {
+            panic!("`/` accepted as a claim prefix");
+        };
+        assert!(why.contains("`/` alone"), "{why}");
+        assert!(why.contains("every un-prefixed path"), "{why}");
+    }
+
+    #[test]
+    fn refuses_claim_prefixes_that_are_not_plain_paths() {
+        let long = format!("/{}", "a".repeat(MAX_CLAIM_PREFIX));
+        for bad in [
+            "",
+            "static/",
+            "//evil/",
+            "http://evil/",
+            "/a b/",
+            "/a\r\n",
+            "/a\0",
+            "/a?b",
+            "/a#b",
+            "/a\\b",
+            "/a%5Cb",
+            "/..",
+            "/a/../b/",
+            "/a..b",
+            "/%2e%2e/",
+            "/./",
+            "/a/.%2E/",
+            "/é/",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(info(&claiming(&[bad])), Err(GuardError::BadInfo(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_too_many_claim_prefixes() {
+        let many: Vec<String> = (0..=MAX_CLAIM_PREFIXES)
+            .map(|i| format!("/p{i}/"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            info(&claiming(&many)),
+            Err(GuardError::BadInfo(_))
+        ));
+        assert_eq!(info(&claiming(&many[..MAX_CLAIM_PREFIXES])), Ok(()));
     }
 }

@@ -5,47 +5,75 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::bindings::{World, WorldPre};
+use super::bindings::{PACKAGE, VERSION, World, WorldPre};
 use super::log::PluginLog;
 
 /// How often the epoch clock ticks; a call's deadline is checked on each tick.
 const TICK: Duration = Duration::from_millis(2);
 
+/// How long a call that has run a whole tick waits at each later tick: four ticks, so that it
+/// runs at most a fifth of the time.
+const THROTTLE: Duration = Duration::from_millis(8);
+
 /// Limits and policies for running plugins.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// The longest one plugin call may run before it is stopped.
+    /// The longest one call of a hook that answers about headers and paths may run before it
+    /// is stopped.
     pub call_timeout: Duration,
+    /// The same for `rewrite-body`, which reads a whole page.
+    pub rewrite_timeout: Duration,
     /// The most linear memory one plugin instance may use, in bytes.
     pub memory_limit: usize,
     /// Idle instances kept per pooled plugin (and created at load).
     pub pool_size: usize,
-    /// Consecutive failures after which a plugin is disabled until it is reloaded.
-    pub max_consecutive_failures: u32,
+    /// When a failing plugin is quarantined, and for how long.
+    pub quarantine: super::QuarantinePolicy,
+    /// Calls of one plugin that may run at once; more get the generic behaviour at once.
+    pub max_calls_in_flight: usize,
+    /// The most linear memory all plugin instances together may use, in bytes.
+    pub total_memory: usize,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// The deadline of one call of `hook`.
+    pub fn timeout(&self, hook: super::Hook) -> Duration {
+        match hook {
+            super::Hook::RewriteBody => self.rewrite_timeout,
+            _ => self.call_timeout,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
-            call_timeout: Duration::from_millis(100),
+            // The bundled plugins answer a header hook in 1-2 us (`cargo bench --bench
+            // plugin_calls`): 20 ms is a margin of four orders of magnitude for slower plugins,
+            // and a plugin that spins holds a request up no longer than a slow upstream would.
+            // `rewrite-body` reads and writes a whole page, up to `max_rewrite_bytes`.
+            call_timeout: Duration::from_millis(20),
+            rewrite_timeout: Duration::from_millis(250),
             memory_limit: 64 * 1024 * 1024,
             pool_size: threads * 2,
-            max_consecutive_failures: 10,
+            quarantine: super::QuarantinePolicy::default(),
+            max_calls_in_flight: threads,
+            total_memory: 1024 * 1024 * 1024,
             cache_dir: default_cache_dir(),
         }
     }
@@ -63,10 +91,105 @@ fn default_cache_dir() -> Option<PathBuf> {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
+    /// When the running call started.
+    started: Instant,
     /// When the running call must stop.
     pub(crate) deadline: Instant,
 }
+
+/// The linear memory all instances together hold, against `[plugins] total_memory_mb`.
+#[derive(Debug)]
+struct MemoryBudget {
+    total: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// Takes `bytes` from the budget, or nothing when they are not left.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|after| *after <= self.total)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// One instance's limits: its own memory cap, its share of the total budget (given back when
+/// the instance is dropped), and small caps on instances, tables and memories.
+#[derive(Debug)]
+struct Limits {
+    memory_limit: usize,
+    budget: Arc<MemoryBudget>,
+    /// Bytes of linear memory this instance holds from the budget.
+    held: usize,
+}
+
+/// The message of a refused memory growth: [`PluginError::from_call`] reads it as running out
+/// of memory.
+fn refused_growth(desired: usize, why: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "plugin memory cannot grow to {desired} bytes: {why}"
+    ))
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            return Err(refused_growth(desired, "over the instance's memory limit"));
+        }
+        let more = desired.saturating_sub(current);
+        if !self.budget.take(more) {
+            return Err(refused_growth(
+                desired,
+                "plugins.total_memory_mb is used up",
+            ));
+        }
+        self.held += more;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
+    }
+}
+
+/// The largest table an instance may grow (function tables of ordinary plugins hold a few
+/// hundred entries).
+const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -92,7 +215,9 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
     pub(crate) fn arm(&mut self, now: Instant, timeout: Duration) {
-        self.store.data_mut().deadline = now + timeout;
+        let state = self.store.data_mut();
+        state.started = now;
+        state.deadline = now + timeout;
         self.store.set_epoch_deadline(1);
     }
 }
@@ -102,6 +227,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
+    memory: Arc<MemoryBudget>,
     stop_clock: Arc<AtomicBool>,
 }
 
@@ -136,9 +262,11 @@ impl Runtime {
             // small stack so that the pages they touch are those first pages.
             .linear_memory_keep_resident(128 * 1024)
             .table_keep_resident(64 * 1024)
-            // Returning a freed memory to the kernel flushes the TLB of every core; doing it for
-            // a batch of slots at once is most of what makes per-call isolation affordable.
-            .decommit_batch_size(32)
+            // A freed slot's memory goes back to the kernel at once: batching the decommits
+            // would make per-call isolation cheaper, but would leave up to a batch of slots
+            // resident per core, each up to the instance's memory limit when it was a plugin
+            // that ran out of memory.
+            .decommit_batch_size(1)
             .async_stack_keep_resident(128 * 1024);
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
@@ -155,6 +283,10 @@ impl Runtime {
         Ok(Arc::new(Self {
             engine,
             linker,
+            memory: Arc::new(MemoryBudget {
+                total: config.total_memory,
+                used: AtomicUsize::new(0),
+            }),
             config,
             stop_clock,
         }))
@@ -213,16 +345,37 @@ impl Runtime {
         Some(dir.join(format!("{name}.cwasm")))
     }
 
-    /// Links a compiled component against the sandbox.
+    /// Links a compiled component against the sandbox. A component built against another
+    /// version of the contract is refused with an error that names both versions and says how
+    /// to upgrade, instead of the linker's type mismatch.
     pub(crate) fn prepare(
         &self,
         component: &Component,
     ) -> Result<WorldPre<HostState>, PluginError> {
+        if let Some(built_against) = self.contract_version(component)
+            && let Some(why) = incompatible(&built_against)
+        {
+            return Err(PluginError::Invalid(why));
+        }
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(PluginError::invalid)?;
         WorldPre::new(pre).map_err(PluginError::invalid)
+    }
+
+    /// The contract version a component was built against, read from the name of a contract
+    /// interface it imports or exports (`portico:plugin/types@0.1.0`); `None` when it names
+    /// none.
+    fn contract_version(&self, component: &Component) -> Option<String> {
+        let ty = component.component_type();
+        let interface = format!("{PACKAGE}/");
+        ty.imports(&self.engine)
+            .chain(ty.exports(&self.engine))
+            .find_map(|(name, _)| {
+                let (_, version) = name.strip_prefix(&interface)?.split_once('@')?;
+                Some(version.to_owned())
+            })
     }
 
     /// A fresh instance in a fresh sandbox.
@@ -242,24 +395,33 @@ impl Runtime {
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.config.memory_limit)
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limits {
+                memory_limit: self.config.memory_limit,
+                budget: Arc::clone(&self.memory),
+                held: 0,
+            },
+            started: Instant::now(),
             deadline: Instant::now() + self.config.call_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        // Past the deadline the call traps; until then it yields to the executor on each tick,
-        // so a plugin that spins never holds a worker thread for long.
+        // Past the deadline the call traps. Until then it yields to the executor on each tick,
+        // so a plugin that spins never holds a worker thread for long; once it has run a whole
+        // tick it also waits `THROTTLE` at each one, so that it takes at most a fifth of a
+        // worker and the other services' requests on that worker keep going.
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+            let now = Instant::now();
+            let state = ctx.data();
+            if now >= state.deadline {
                 Ok(UpdateDeadline::Interrupt)
-            } else {
+            } else if now.saturating_duration_since(state.started) < TICK {
                 Ok(UpdateDeadline::Yield(1))
+            } else {
+                let pause = THROTTLE.min(state.deadline - now);
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::time::sleep(pause)),
+                ))
             }
         });
         store.set_epoch_deadline(1);
@@ -269,6 +431,38 @@ impl Runtime {
             .map_err(PluginError::from_call)?;
         Ok(Instance { store, world })
     }
+}
+
+/// Why a plugin built against contract version `built_against` cannot run here, or `None`
+/// when the version is one these bindings implement (equal, or semver-compatible with it).
+fn incompatible(built_against: &str) -> Option<String> {
+    // Semver: below 1.0 the minor version is the breaking one.
+    let breaking = |version: &str| -> Option<(u64, u64)> {
+        let mut parts = version.split(['.', '-', '+']).map(str::parse::<u64>);
+        let major = parts.next()?.ok()?;
+        let minor = parts.next()?.ok()?;
+        Some(if major == 0 { (0, minor) } else { (major, 0) })
+    };
+    let theirs = breaking(built_against);
+    let ours = breaking(VERSION);
+    if theirs.is_some() && theirs == ours {
+        return None;
+    }
+    let built = format!("the plugin was built against {PACKAGE}@{built_against}");
+    Some(if theirs.is_some() && theirs < ours {
+        format!(
+            "{built}, but this Portico implements {PACKAGE}@{VERSION}: rebuild it with \
+             portico-plugin-sdk {VERSION} and declare the un-prefixed paths its `claim` answers \
+             for with `PluginInfo::claim_prefixes` (none if it claims nothing); see \
+             \"Upgrading from 0.1\" in plugins/README.md"
+        )
+    } else {
+        format!(
+            "{built}, which this Portico does not implement (it implements \
+             {PACKAGE}@{VERSION}): upgrade Portico, or build the plugin with \
+             portico-plugin-sdk {VERSION}"
+        )
+    })
 }
 
 /// Advances the engine's epoch every [`TICK`] until `stop` is set.

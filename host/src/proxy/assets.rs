@@ -1,5 +1,11 @@
 //! Routing of requests that arrive without a `/proxy/{id}` prefix (`/_stcore/...`,
 //! `/static/...`, `/_dash-layout`) to the service whose page made them.
+//!
+//! The `Referer` decides first, then the affinity cookie, then plugin claims. A claim is
+//! bounded by what the plugin declared at load (`plugin-info.claim-prefixes`): a plugin is asked
+//! only about paths under one of its prefixes, and [`rank`] gives a claim outside them no
+//! standing whatever it answered, so a third-party plugin cannot take another framework's paths
+//! (and their cookies) by claiming everything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +21,36 @@ use crate::registry::{Service, ServiceTable, Status};
 pub enum Via {
     Referer,
     Cookie,
-    Claim(u32),
+    Claim(ClaimRank),
+}
+
+/// How strongly a plugin's claim on a path stands. Claims compare by the length of the longest
+/// declared prefix that matches the path, then by the plugin's answer: a framework that declared
+/// `/static/js/` wins `/static/js/x.js` over one that declared `/static/`, whatever they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimRank {
+    /// The length of the longest declared prefix of the path.
+    pub prefix_len: usize,
+    /// What `claim` answered.
+    pub score: u32,
+}
+
+/// The length of the longest of `declared` that `path` starts with (byte for byte), or `None`
+/// when none does: then the plugin is not asked. The guard has refused empty prefixes and `/`
+/// at load, so a declaration never covers every path.
+pub fn declared_match(declared: &[String], path: &str) -> Option<usize> {
+    declared
+        .iter()
+        .filter(|prefix| path.starts_with(prefix.as_str()))
+        .map(String::len)
+        .max()
+}
+
+/// How a claim of `path` answered with `score` ranks, or `None` when it cannot win: the plugin
+/// declared no prefix of the path (whatever it answered), or it answered 0.
+pub fn rank(declared: &[String], path: &str, score: u32) -> Option<ClaimRank> {
+    let prefix_len = declared_match(declared, path)?;
+    (score > 0).then_some(ClaimRank { prefix_len, score })
 }
 
 /// The service id named by a `Referer` whose path is `/proxy/{id}` or lies below it.
@@ -61,31 +96,39 @@ pub async fn route(
         path: path.to_owned(),
         query: query.map(str::to_owned),
     };
-    // One claim per plugin, however many services use it; down services do not compete.
-    let mut claims: HashMap<String, u32> = HashMap::new();
-    let mut best: Option<(u32, Arc<Service>)> = None;
+    // One claim per plugin, however many services use it; down services do not compete, and
+    // a plugin that declared no prefix of the path is not asked.
+    let mut asked: HashMap<String, Option<ClaimRank>> = HashMap::new();
+    let mut best: Option<(ClaimRank, Arc<Service>)> = None;
     for service in services.list() {
         if service.health.get() == Status::Down {
             continue;
         }
         let plugin = plugins.for_type(&service.service_type);
-        let score = match claims.get(plugin.name()) {
-            Some(score) => *score,
+        let declared = &plugin.info().claim_prefixes;
+        if declared_match(declared, path).is_none() {
+            continue;
+        }
+        let ranked = match asked.get(plugin.name()) {
+            Some(ranked) => *ranked,
             None => {
                 let score = plugin.claim(&orphan).await.unwrap_or(0);
-                claims.insert(plugin.name().to_owned(), score);
-                score
+                let ranked = rank(declared, path, score);
+                asked.insert(plugin.name().to_owned(), ranked);
+                ranked
             }
         };
-        if score > 0 && best.as_ref().is_none_or(|(top, _)| score > *top) {
-            best = Some((score, service));
+        if let Some(ranked) = ranked
+            && best.as_ref().is_none_or(|(top, _)| ranked > *top)
+        {
+            best = Some((ranked, service));
         }
     }
-    if let Some((score, service)) = best {
-        return Ok((service, Via::Claim(score)));
+    if let Some((ranked, service)) = best {
+        return Ok((service, Via::Claim(ranked)));
     }
     Err(format!(
-        "no service for {path}: it is not under /proxy/{{id}}/, {}, {}, and no live service's plugin claims the path",
+        "no service for {path}: it is not under /proxy/{{id}}/, {}, {}, and no live service's plugin claims the path under a claim prefix it declared",
         match referer {
             Some(_) => "the Referer names no known service",
             None => "there is no Referer",
@@ -99,7 +142,59 @@ pub async fn route(
 
 #[cfg(test)]
 mod tests {
-    use super::referer_service;
+    use super::{ClaimRank, declared_match, rank, referer_service};
+
+    fn owned(prefixes: &[&str]) -> Vec<String> {
+        prefixes.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_longest_declared_prefix_matches() {
+        let streamlit = owned(&["/_stcore/", "/static/", "/favicon.png"]);
+        assert_eq!(declared_match(&streamlit, "/_stcore/health"), Some(9));
+        assert_eq!(declared_match(&streamlit, "/static/js/x.js"), Some(8));
+        assert_eq!(declared_match(&streamlit, "/favicon.png"), Some(12));
+        assert_eq!(declared_match(&streamlit, "/_dash-layout"), None);
+        assert_eq!(declared_match(&streamlit, "/_stcore"), None);
+        assert_eq!(
+            declared_match(&streamlit, "/STATIC/x"),
+            None,
+            "case-sensitive"
+        );
+        assert_eq!(
+            declared_match(&streamlit, "/%5fstcore/health"),
+            None,
+            "byte for byte"
+        );
+        let nested = owned(&["/static/", "/static/js/"]);
+        assert_eq!(declared_match(&nested, "/static/js/x.js"), Some(11));
+        assert_eq!(declared_match(&[], "/_stcore/health"), None);
+    }
+
+    #[test]
+    fn a_claim_outside_the_declared_prefixes_has_no_standing() {
+        let hostile = owned(&["/hostile/"]);
+        assert_eq!(rank(&hostile, "/_stcore/health", u32::MAX), None);
+        assert_eq!(rank(&[], "/_stcore/health", u32::MAX), None);
+        assert_eq!(
+            rank(&hostile, "/hostile/x", u32::MAX),
+            Some(ClaimRank {
+                prefix_len: 9,
+                score: u32::MAX
+            })
+        );
+        assert_eq!(rank(&owned(&["/_stcore/"]), "/_stcore/health", 0), None);
+    }
+
+    #[test]
+    fn a_longer_prefix_wins_before_a_higher_score() {
+        let path = "/static/js/main.js";
+        let broad = rank(&owned(&["/static/"]), path, u32::MAX).expect("ranked");
+        let narrow = rank(&owned(&["/static/js/"]), path, 1).expect("ranked");
+        assert!(narrow > broad);
+        let low = rank(&owned(&["/static/"]), path, 40).expect("ranked");
+        assert!(broad > low, "equal prefixes: the higher answer wins");
+    }
 
     #[test]
     fn referer_names_service() {

@@ -316,7 +316,7 @@ pub(super) async fn rewrite(
     };
     let rewritten = with_fallback(
         &ctx.service,
-        ctx.plugin.rewrite_body(response, &decoded),
+        ctx.plugin.rewrite_body(response, &decoded, limit),
         || None,
     )
     .await?;

@@ -33,6 +33,51 @@ const SCRUBBED_ENV: &[&str] = &[
 ///
 /// Prints `cargo:rerun-if-changed` lines for the plugin sources and the WIT contract.
 pub fn build_components(workspace: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let mut args = Vec::new();
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    let out = cargo_build(workspace, &args, &format!("the plugins {packages:?}"))?;
+    packages
+        .iter()
+        .map(|package| component(&out, &package.replace('-', "_"), package))
+        .collect()
+}
+
+/// Builds the examples `examples` of `package`, each declared with `crate-type = ["cdylib"]`,
+/// and returns each one's component, in the order given: for fixture components that share a
+/// package's dependencies instead of being packages of their own.
+///
+/// Prints `cargo:rerun-if-changed` lines as [`build_components`] does.
+pub fn build_example_components(
+    workspace: &Path,
+    package: &str,
+    examples: &[&str],
+) -> Result<Vec<PathBuf>, String> {
+    let mut args = vec!["-p", package];
+    for example in examples {
+        args.extend(["--example", example]);
+    }
+    let out = cargo_build(
+        workspace,
+        &args,
+        &format!("the examples {examples:?} of {package}"),
+    )?
+    .join("examples");
+    examples
+        .iter()
+        .map(|example| {
+            component(
+                &out,
+                &example.replace('-', "_"),
+                &format!("{package} example {example}"),
+            )
+        })
+        .collect()
+}
+
+/// Runs the nested `cargo build` with `args` and returns the directory it writes to.
+fn cargo_build(workspace: &Path, args: &[&str], what: &str) -> Result<PathBuf, String> {
     for watched in ["plugins", "wit", "tests/fixtures", "Cargo.lock"] {
         println!(
             "cargo:rerun-if-changed={}",
@@ -48,10 +93,8 @@ pub fn build_components(workspace: &Path, packages: &[&str]) -> Result<Vec<PathB
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .args(["--profile", PROFILE, "--target", TARGET, "--target-dir"])
-        .arg(&target_dir);
-    for package in packages {
-        command.args(["-p", package]);
-    }
+        .arg(&target_dir)
+        .args(args);
     for name in SCRUBBED_ENV {
         command.env_remove(name);
     }
@@ -61,24 +104,21 @@ pub fn build_components(workspace: &Path, packages: &[&str]) -> Result<Vec<PathB
     command.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
     let status = command
         .status()
-        .map_err(|err| format!("could not run cargo to build the plugins: {err}"))?;
+        .map_err(|err| format!("could not run cargo to build {what}: {err}"))?;
     if !status.success() {
-        return Err(format!(
-            "building the plugins {packages:?} for {TARGET} failed ({status})"
-        ));
+        return Err(format!("building {what} for {TARGET} failed ({status})"));
     }
-    let out = target_dir.join(TARGET).join(PROFILE);
-    packages
-        .iter()
-        .map(|package| {
-            let path = out.join(format!("{}.wasm", package.replace('-', "_")));
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(format!("{package} built but {} is missing", path.display()))
-            }
-        })
-        .collect()
+    Ok(target_dir.join(TARGET).join(PROFILE))
+}
+
+/// The component `{stem}.wasm` in `dir`, which the build of `what` should have written.
+fn component(dir: &Path, stem: &str, what: &str) -> Result<PathBuf, String> {
+    let path = dir.join(format!("{stem}.wasm"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{what} built but {} is missing", path.display()))
+    }
 }
 
 /// Adds the wasm target with rustup when the toolchain lacks it.

@@ -7,7 +7,8 @@
 //! still arrive (from a cached page, say).
 
 use portico_plugin_sdk::{
-    OrphanRequest, Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
+    OrphanRequest, Plugin, PluginInfo, Response, ResponsePlan, claim_by_prefix, defaults,
+    export_plugin, rewrite,
 };
 
 /// The Dash handler.
@@ -17,6 +18,17 @@ pub struct Dash;
 /// The largest page rewritten.
 const MAX_PAGE: u32 = 4 * 1024 * 1024;
 
+/// Dash's un-prefixed paths and how strongly each belongs to it: its `_dash-` endpoints and
+/// component suites above its icon and hot-reload hash, above `/assets/`, which other
+/// frameworks serve too. The prefixes are declared in `info`, so Portico offers Dash no other
+/// path.
+const CLAIMS: [(&str, u32); 4] = [
+    ("/_dash-", 100),
+    ("/_favicon.ico", 60),
+    ("/_reload-hash", 60),
+    ("/assets/", 30),
+];
+
 impl Plugin for Dash {
     fn info() -> PluginInfo {
         PluginInfo::new("dash", env!("CARGO_PKG_VERSION"))
@@ -24,6 +36,7 @@ impl Plugin for Dash {
             .default_port(8050)
             .health_path("/_dash-layout")
             .detect(&["dash", "plotly"])
+            .claim_prefixes(&CLAIMS.map(|(prefix, _)| prefix))
             .rewrite_bodies(&["text/html"], MAX_PAGE)
     }
 
@@ -45,15 +58,7 @@ impl Plugin for Dash {
 
 /// How strongly an un-prefixed path belongs to Dash.
 pub fn claim_path(path: &str) -> u32 {
-    if path.starts_with("/_dash-") {
-        100
-    } else if path == "/_favicon.ico" || path.starts_with("/_reload-hash") {
-        60
-    } else if path.starts_with("/assets/") {
-        30
-    } else {
-        0
-    }
+    claim_by_prefix(&CLAIMS, path)
 }
 
 /// The index page with Dash's request prefix and its absolute URLs under `prefix`.
@@ -155,5 +160,17 @@ mod tests {
         assert_eq!(claim_path("/_dash-update-component"), 100);
         assert_eq!(claim_path("/assets/style.css"), 30);
         assert_eq!(claim_path("/_stcore/health"), 0);
+    }
+
+    #[test]
+    fn declares_every_prefix_it_claims() {
+        let declared = Dash::info().claim_prefixes;
+        assert_eq!(
+            declared,
+            ["/_dash-", "/_favicon.ico", "/_reload-hash", "/assets/"]
+        );
+        for prefix in &declared {
+            assert!(claim_path(prefix) > 0, "{prefix} declared but not claimed");
+        }
     }
 }

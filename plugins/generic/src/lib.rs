@@ -3,7 +3,8 @@
 //!
 //! The prefix is stripped, `x-forwarded-prefix` announces it, a root-relative `Location` is kept
 //! under it and cookie paths are scoped to it. All of that is the SDK's default hooks, so the
-//! plugin only describes itself.
+//! plugin only describes itself. It declares no claim prefixes: an app of unknown type gets
+//! un-prefixed requests only by `Referer` or affinity cookie, never by claim.
 
 use portico_plugin_sdk::{Plugin, PluginInfo, export_plugin};
 

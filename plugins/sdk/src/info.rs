@@ -4,8 +4,8 @@ use crate::PluginInfo;
 
 impl PluginInfo {
     /// Info with the generic defaults: no service types, no port or health path, prefix
-    /// stripped, no request headers read, `on-response` for `location` and `set-cookie`, no
-    /// body rewriting.
+    /// stripped, no un-prefixed paths claimed, no request headers read, `on-response` for
+    /// `location` and `set-cookie`, no body rewriting.
     pub fn new(name: &str, version: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -15,6 +15,7 @@ impl PluginInfo {
             health_path: None,
             keep_prefix: false,
             detect: Vec::new(),
+            claim_prefixes: Vec::new(),
             request_headers: Vec::new(),
             response_headers: vec!["location".to_owned(), "set-cookie".to_owned()],
             rewrite_content_types: Vec::new(),
@@ -43,6 +44,16 @@ impl PluginInfo {
     /// Substrings of an image name or command that identify the framework.
     pub fn detect(mut self, hints: &[&str]) -> Self {
         self.detect = owned(hints);
+        self
+    }
+
+    /// The un-prefixed path prefixes the plugin may claim (`/_stcore/`, `/static/`). Portico
+    /// calls [`Plugin::claim`](crate::Plugin::claim) only for paths that start with one of
+    /// them, and routes by claim only to services of plugins that declared a matching one.
+    /// Each must start with `/`, be visible ASCII without `..`, `\`, `?` or `#`, and not be `/`
+    /// alone; at most 32, of at most 256 bytes each.
+    pub fn claim_prefixes(mut self, prefixes: &[&str]) -> Self {
+        self.claim_prefixes = owned(prefixes);
         self
     }
 

@@ -4,8 +4,12 @@
 //! with [`export_plugin!`]. Every hook has a default that is Portico's generic behaviour; the
 //! defaults are also available as functions in [`defaults`] so an override can build on them.
 //!
+//! This SDK implements the contract `portico:plugin@0.2.0`. A plugin built with SDK 0.1 is
+//! refused by a Portico that implements 0.2: rebuild it with this SDK and, if it overrides
+//! `claim`, declare the un-prefixed paths it claims with [`PluginInfo::claim_prefixes`].
+//!
 //! ```ignore
-//! use portico_plugin_sdk::{Plugin, PluginInfo, export_plugin};
+//! use portico_plugin_sdk::{OrphanRequest, Plugin, PluginInfo, export_plugin};
 //!
 //! struct MyFramework;
 //!
@@ -14,6 +18,12 @@
 //!         PluginInfo::new("myframework", env!("CARGO_PKG_VERSION"))
 //!             .service_types(&["myframework"])
 //!             .default_port(9000)
+//!             .claim_prefixes(&["/_myframework/"])
+//!     }
+//!
+//!     fn claim(req: OrphanRequest) -> u32 {
+//!         // Only called for paths under a declared prefix.
+//!         if req.path.starts_with("/_myframework/") { 100 } else { 0 }
 //!     }
 //! }
 //!
@@ -66,6 +76,8 @@ pub trait Plugin {
     }
 
     /// How sure the plugin is that an un-prefixed path is its framework's; 0 means not mine.
+    /// Called only for paths that start with one of the prefixes declared with
+    /// [`PluginInfo::claim_prefixes`]; [`claim_by_prefix`] scores a path from such a table.
     /// Default: 0.
     fn claim(req: OrphanRequest) -> u32 {
         let _ = req;
@@ -119,6 +131,25 @@ macro_rules! export_plugin {
     ($plugin:ident) => {
         $crate::bindings::__export_plugin_world!($plugin with_types_in $crate::bindings);
     };
+}
+
+/// The score of the first `(prefix, score)` entry whose prefix starts `path`, or 0.
+///
+/// A plugin that keeps its claims in one table can declare the prefixes and score paths from
+/// the same list, so the two never disagree:
+///
+/// ```
+/// # use portico_plugin_sdk::claim_by_prefix;
+/// const CLAIMS: [(&str, u32); 2] = [("/_stcore/", 100), ("/static/", 40)];
+/// assert_eq!(claim_by_prefix(&CLAIMS, "/static/js/main.js"), 40);
+/// assert_eq!(claim_by_prefix(&CLAIMS, "/other"), 0);
+/// // In `info`: `.claim_prefixes(&CLAIMS.map(|(prefix, _)| prefix))`.
+/// ```
+pub fn claim_by_prefix(claims: &[(&str, u32)], path: &str) -> u32 {
+    claims
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix))
+        .map_or(0, |(_, score)| *score)
 }
 
 /// The value of the first header called `name` (lower case), if the host passed it.

@@ -5,11 +5,22 @@
 //! proxy is the WebSocket subprotocol list untouched (it carries the XSRF token and session id),
 //! and un-prefixed `/_stcore/...` and `/static/...` requests routed back to it.
 
-use portico_plugin_sdk::{OrphanRequest, Plugin, PluginInfo, export_plugin};
+use portico_plugin_sdk::{OrphanRequest, Plugin, PluginInfo, claim_by_prefix, export_plugin};
 
 /// The Streamlit handler.
 #[derive(Debug)]
 pub struct Streamlit;
+
+/// Streamlit's un-prefixed paths and how strongly each belongs to it: its own `_stcore` API
+/// above the static bundle, media and the page's icons, which other frameworks serve too. The
+/// prefixes are declared in `info`, so Portico offers Streamlit no other path.
+const CLAIMS: [(&str, u32); 5] = [
+    ("/_stcore/", 100),
+    ("/static/", 40),
+    ("/media/", 40),
+    ("/favicon.png", 20),
+    ("/manifest.json", 20),
+];
 
 impl Plugin for Streamlit {
     fn info() -> PluginInfo {
@@ -18,6 +29,7 @@ impl Plugin for Streamlit {
             .default_port(8501)
             .health_path("/_stcore/health")
             .detect(&["streamlit"])
+            .claim_prefixes(&CLAIMS.map(|(prefix, _)| prefix))
     }
 
     fn claim(req: OrphanRequest) -> u32 {
@@ -27,28 +39,40 @@ impl Plugin for Streamlit {
 
 /// How strongly an un-prefixed path belongs to Streamlit.
 pub fn claim_path(path: &str) -> u32 {
-    if path.starts_with("/_stcore/") {
-        100
-    } else if path.starts_with("/static/") || path.starts_with("/media/") {
-        40
-    } else if path == "/favicon.png" || path == "/manifest.json" {
-        20
-    } else {
-        0
-    }
+    claim_by_prefix(&CLAIMS, path)
 }
 
 export_plugin!(Streamlit);
 
 #[cfg(test)]
 mod tests {
-    use super::claim_path;
+    use super::{Streamlit, claim_path};
+    use portico_plugin_sdk::Plugin as _;
 
     #[test]
     fn claims_its_own_paths() {
         assert_eq!(claim_path("/_stcore/host-config"), 100);
         assert_eq!(claim_path("/static/js/main.js"), 40);
+        assert_eq!(claim_path("/favicon.png"), 20);
         assert_eq!(claim_path("/_dash-layout"), 0);
         assert_eq!(claim_path("/"), 0);
+    }
+
+    #[test]
+    fn declares_every_prefix_it_claims() {
+        let declared = Streamlit::info().claim_prefixes;
+        assert_eq!(
+            declared,
+            [
+                "/_stcore/",
+                "/static/",
+                "/media/",
+                "/favicon.png",
+                "/manifest.json"
+            ]
+        );
+        for prefix in &declared {
+            assert!(claim_path(prefix) > 0, "{prefix} declared but not claimed");
+        }
     }
 }
