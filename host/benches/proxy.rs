@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     upstream_rt.spawn(serve_upstream(upstream));
 
     let portico_port = free_port()?;
-    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port, "")?;
+    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port, "", "")?;
     let nginx_port = free_port()?;
     let nginx = start_nginx(run.path(), upstream, nginx_port)?;
 
@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         (
             "portico",
             idle_memory(&client_rt, |listen| {
-                start_portico(&portico_bin, run.path(), upstream, listen, "").map(Some)
+                start_portico(&portico_bin, run.path(), upstream, listen, "", "").map(Some)
             })?,
         ),
         (
@@ -185,11 +185,13 @@ fn fair_share(
     std::fs::create_dir_all(&plugins)?;
     std::fs::copy(&hostile[0], plugins.join("hostile.wasm"))?;
     let listen = free_port()?;
+    // Never quarantined, so that the plugin spins to its deadline on every call.
     let _portico = start_portico(
         bin,
         dir,
         upstream,
         listen,
+        "quarantine_failures = 1000000000\n",
         &format!(
             "[[services]]\nid = \"spin\"\ntype = \"hostile\"\nupstreams = [\"http://{upstream}\"]\n"
         ),
@@ -288,13 +290,14 @@ fn start_portico(
     dir: &Path,
     upstream: SocketAddr,
     listen: SocketAddr,
+    more_plugins: &str,
     more_services: &str,
 ) -> anyhow::Result<Running> {
     let config = dir.join("portico.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n{more_services}",
+            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n{more_plugins}[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n{more_services}",
             dir.join("plugins.d").display()
         ),
     )?;
