@@ -73,6 +73,12 @@ pub struct Config {
     /// What clients may send and hold: timeouts, connections, request target limits.
     #[serde(default)]
     pub client: ClientConfig,
+    /// The admin listener: metrics and the full service listing, off the public port.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Forward authentication: who may open which service.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// One `[[services]]` entry.
@@ -92,6 +98,25 @@ pub struct ServiceConfig {
     /// Free-form labels passed to the plugin.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `"forward"` (the default: the service needs authentication when `[auth]` is on) or
+    /// `"none"` (open to anyone).
+    #[serde(default)]
+    pub auth: ServiceAuth,
+    /// The only users who may open the service (matched against `auth.user_header`); without
+    /// it, every authenticated user may.
+    #[serde(default)]
+    pub allow_users: Option<Vec<String>>,
+}
+
+/// A service's `auth` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceAuth {
+    /// Every request is checked with the auth service when `[auth]` is on.
+    #[default]
+    Forward,
+    /// The service opted out: open to anyone.
+    None,
 }
 
 /// The `[plugins]` section.
@@ -361,6 +386,238 @@ impl ClientConfig {
     }
 }
 
+/// The `[admin]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where `/metrics` and the full service listing are served; while it is unset, `/metrics`
+    /// stays on the public listener and the full listing is not served at all.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The `[auth]` section. Forward authentication is on when `forward_url` is set: every service
+/// that did not opt out (`auth = "none"`) is then opened only after the auth service said yes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The auth service's check endpoint (`http://oauth2-proxy:4180/oauth2/auth`): 2xx lets
+    /// a request through, 401 asks for a sign-in, 403 refuses.
+    pub forward_url: Option<String>,
+    /// Where a browser that must sign in is sent, with the page it asked for as `rd`: an
+    /// absolute URL, or a path on Portico's own host.
+    pub signin_url: Option<String>,
+    /// The header of the auth service's answer that names the user, for `allow_users`.
+    pub user_header: String,
+    /// Headers of the auth service's answer copied onto the upstream request; the client's
+    /// own headers of these names are removed first. Unset, `[user_header]`.
+    pub copy_headers: Option<Vec<String>>,
+    /// The client's headers sent to the auth service (its credentials), besides the
+    /// `X-Forwarded-*` headers Portico sets itself.
+    pub forward_headers: Vec<String>,
+    /// Cookies removed from requests before they go upstream: the auth service's session
+    /// cookie is its business, not the apps'. A name ending in `*` is a prefix.
+    pub strip_cookies: Vec<String>,
+    /// The longest the auth service may take to answer; past it the request is a 503.
+    pub timeout_ms: u64,
+    /// How long a positive answer is reused for the same credentials; 0 asks every time.
+    pub cache_ms: u64,
+    /// The most answers cached.
+    pub cache_size: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            forward_url: None,
+            signin_url: None,
+            user_header: "x-auth-request-user".to_owned(),
+            copy_headers: None,
+            forward_headers: vec!["cookie".to_owned(), "authorization".to_owned()],
+            strip_cookies: vec!["_oauth2_proxy*".to_owned()],
+            timeout_ms: 2_000,
+            cache_ms: 0,
+            cache_size: 10_000,
+        }
+    }
+}
+
+/// Headers of a request only Portico sets: a client's or an auth service's would be spoofed.
+const RESERVED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "forwarded",
+];
+
+impl AuthConfig {
+    /// True when forward authentication is on.
+    pub fn enabled(&self) -> bool {
+        self.forward_url.is_some()
+    }
+
+    /// The headers copied from the auth service's answer onto upstream requests.
+    pub fn copied_headers(&self) -> Vec<String> {
+        self.copy_headers
+            .clone()
+            .unwrap_or_else(|| vec![self.user_header.clone()])
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ms)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.forward_url {
+            parse_forward_url(url)?;
+        }
+        if let Some(url) = &self.signin_url {
+            validate_signin_url(url)?;
+        }
+        header_name("auth.user_header", &self.user_header)?;
+        for name in self.copied_headers() {
+            let lower = header_name("auth.copy_headers", &name)?;
+            if lower == "cookie" || is_reserved(&lower) {
+                return Err(format!(
+                    "auth.copy_headers: {name:?} cannot be copied onto a request"
+                ));
+            }
+        }
+        for name in &self.forward_headers {
+            let lower = header_name("auth.forward_headers", name)?;
+            if is_reserved(&lower) {
+                return Err(format!(
+                    "auth.forward_headers: {name:?} is set by Portico, not taken from the client"
+                ));
+            }
+        }
+        for cookie in &self.strip_cookies {
+            let name = cookie.strip_suffix('*').unwrap_or(cookie);
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}*".contains(&b));
+            if !valid {
+                return Err(format!(
+                    "auth.strip_cookies: {cookie:?} is not a cookie name (or a prefix ending in *)"
+                ));
+            }
+        }
+        if self.timeout_ms == 0 {
+            return Err("auth.timeout_ms must be above 0".to_owned());
+        }
+        if self.cache_ms > 0 && self.cache_size == 0 {
+            return Err("auth.cache_size must be above 0 when auth.cache_ms is set".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A header name of the `[auth]` section, lower case, or why it is not one.
+fn header_name(key: &str, name: &str) -> Result<String, String> {
+    axum::http::HeaderName::from_bytes(name.as_bytes())
+        .map(|name| name.as_str().to_owned())
+        .map_err(|_| format!("{key}: {name:?} is not a header name"))
+}
+
+fn is_reserved(lower: &str) -> bool {
+    RESERVED_HEADERS.contains(&lower)
+        || lower.starts_with("x-forwarded-")
+        || lower.starts_with("proxy-")
+}
+
+/// Parses `auth.forward_url`: `http` (Portico has no TLS client), a host, no credentials or
+/// fragment. A query is kept (oauth2-proxy reads `allowed_groups` from it).
+pub fn parse_forward_url(text: &str) -> Result<axum::http::Uri, String> {
+    let url = url::Url::parse(text)
+        .map_err(|err| format!("auth.forward_url {text:?} is not a URL: {err}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "auth.forward_url {text:?} must be an http:// URL: Portico reaches the auth service over plain http on its network"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("auth.forward_url {text:?} has no host"));
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "auth.forward_url {text:?} must not carry a fragment or credentials"
+        ));
+    }
+    url.as_str()
+        .parse()
+        .map_err(|err| format!("auth.forward_url {text:?}: {err}"))
+}
+
+/// `auth.signin_url`: an absolute `http(s)` URL, or an absolute path on Portico's host.
+fn validate_signin_url(text: &str) -> Result<(), String> {
+    if text.starts_with('/') {
+        if text.starts_with("//")
+            || text.contains(['\\', '#'])
+            || text.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "auth.signin_url {text:?} must be a plain path (no //, backslash, fragment or space)"
+            ));
+        }
+        return Ok(());
+    }
+    let url = url::Url::parse(text)
+        .map_err(|err| format!("auth.signin_url {text:?} is neither a path nor a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "auth.signin_url {text:?} must be an http:// or https:// URL with a host, or a path"
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("auth.signin_url {text:?} must not have a fragment"));
+    }
+    Ok(())
+}
+
+/// Checks a service's `auth` and `allow_users` against the `[auth]` section.
+fn validate_access(service: &ServiceConfig, auth: &AuthConfig) -> Result<(), String> {
+    let Some(users) = &service.allow_users else {
+        return Ok(());
+    };
+    let id = &service.id;
+    if !auth.enabled() {
+        // Served without authentication, the service would be open to anyone: the operator
+        // who wrote the list meant the opposite.
+        return Err(format!(
+            "service {id:?}: allow_users needs forward authentication ([auth] forward_url): without it there is no user to check"
+        ));
+    }
+    if service.auth == ServiceAuth::None {
+        return Err(format!(
+            "service {id:?}: allow_users with auth = \"none\" contradicts itself"
+        ));
+    }
+    if users.is_empty() {
+        return Err(format!(
+            "service {id:?}: allow_users is empty; leave it out to let every signed-in user in"
+        ));
+    }
+    if let Some(bad) = users
+        .iter()
+        .find(|user| user.is_empty() || user.trim() != user.as_str() || user.contains(','))
+    {
+        return Err(format!(
+            "service {id:?}: allow_users has {bad:?}; a user name is not empty, has no comma and no surrounding spaces"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether Docker discovery runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "DockerSwitch")]
@@ -512,6 +769,8 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             docker: DockerConfig::default(),
             client: ClientConfig::default(),
+            admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -563,6 +822,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks a configuration built in code as a file is checked when it is parsed.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate().map_err(|message| ConfigError::Invalid {
+            path: None,
+            message,
+        })
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.workers > 256 {
             return Err(format!("workers = {} is more than 256", self.workers));
@@ -583,7 +850,17 @@ impl Config {
                 parse_upstream(upstream)
                     .map_err(|why| format!("service {:?}: {why}", service.id))?;
             }
+            validate_access(service, &self.auth)?;
         }
+        if let Some(admin) = self.admin.listen
+            && admin == self.listen
+            && admin.port() != 0
+        {
+            return Err(format!(
+                "admin.listen {admin} is the public listen address; the admin listener needs its own"
+            ));
+        }
+        self.auth.validate()?;
         if self.plugins.call_timeout_ms == 0 || self.plugins.rewrite_timeout_ms == 0 {
             return Err(
                 "plugins.call_timeout_ms and plugins.rewrite_timeout_ms must be above 0".to_owned(),
@@ -794,6 +1071,80 @@ mod tests {
             "[docker]\nendpoint = []",
         ] {
             assert!(Config::parse(bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn auth_section() {
+        let config = Config::parse(DEFAULT, None).expect("default");
+        assert!(!config.auth.enabled());
+        assert_eq!(config.auth.copied_headers(), vec!["x-auth-request-user"]);
+        assert!(config.admin.listen.is_none());
+        let config = Config::parse(
+            "[admin]\nlisten = \"127.0.0.1:9901\"\n[auth]\nforward_url = \"http://auth:4180/oauth2/auth?allowed_groups=dev\"\nsignin_url = \"/oauth2/start\"\nuser_header = \"X-User\"\n[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nallow_users = [\"alice\"]\n[[services]]\nid = \"b\"\nupstreams = [\"http://x\"]\nauth = \"none\"",
+            None,
+        )
+        .expect("valid");
+        assert!(config.auth.enabled());
+        assert_eq!(config.auth.copied_headers(), vec!["X-User"]);
+        assert_eq!(
+            config.services[0].allow_users,
+            Some(vec!["alice".to_owned()])
+        );
+        assert_eq!(config.services[0].auth, ServiceAuth::Forward);
+        assert_eq!(config.services[1].auth, ServiceAuth::None);
+        let on = "[auth]\nforward_url = \"http://auth/check\"\n";
+        for (bad, says) in [
+            ("[auth]\nforward_url = \"https://auth/check\"", "http://"),
+            ("[auth]\nforward_url = \"auth:4180\"", "forward_url"),
+            ("[auth]\nforward_url = \"http://u:p@auth/\"", "credentials"),
+            ("[auth]\nsignin_url = \"//evil.example/\"", "plain path"),
+            ("[auth]\nsignin_url = \"ftp://x/\"", "signin_url"),
+            ("[auth]\nuser_header = \"bad header\"", "not a header name"),
+            ("[auth]\ncopy_headers = [\"host\"]", "cannot be copied"),
+            ("[auth]\ncopy_headers = [\"cookie\"]", "cannot be copied"),
+            (
+                "[auth]\nforward_headers = [\"x-forwarded-host\"]",
+                "set by Portico",
+            ),
+            ("[auth]\nstrip_cookies = [\"a*b\"]", "cookie name"),
+            ("[auth]\ntimeout_ms = 0", "timeout_ms"),
+            ("[auth]\ncache_ms = 10\ncache_size = 0", "cache_size"),
+            (
+                "[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nallow_users = [\"alice\"]",
+                "needs forward authentication",
+            ),
+            (
+                &format!(
+                    "{on}[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nallow_users = []"
+                ),
+                "empty",
+            ),
+            (
+                &format!(
+                    "{on}[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nauth = \"none\"\nallow_users = [\"a\"]"
+                ),
+                "contradicts",
+            ),
+            (
+                &format!(
+                    "{on}[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nallow_users = [\" a\"]"
+                ),
+                "user name",
+            ),
+            (
+                &format!(
+                    "{on}[[services]]\nid = \"a\"\nupstreams = [\"http://x\"]\nauth = \"off\""
+                ),
+                "auth",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"",
+                "its own",
+            ),
+        ] {
+            let err = Config::parse(bad, None).expect_err(bad);
+            assert!(err.to_string().contains(says), "{bad}: {err}");
         }
     }
 }

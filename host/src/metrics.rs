@@ -42,6 +42,37 @@ impl UpstreamFailure {
     }
 }
 
+/// What forward authentication decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The auth service accepted the caller, and the service lets them in.
+    Allowed,
+    /// The auth service refused the caller (403), or the service's `allow_users` does.
+    Denied,
+    /// The caller must sign in (the auth service answered 401).
+    Unauthenticated,
+    /// The auth service could not be asked: unreachable, too slow, or an unexpected answer.
+    Error,
+}
+
+impl AuthOutcome {
+    const ALL: [Self; 4] = [
+        Self::Allowed,
+        Self::Denied,
+        Self::Unauthenticated,
+        Self::Error,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Everything counted for one service.
 #[derive(Debug)]
 pub struct ServiceMetrics {
@@ -125,6 +156,8 @@ pub struct Metrics {
     services: RwLock<BTreeMap<String, Arc<ServiceMetrics>>>,
     config_reloads: AtomicU64,
     config_rejections: AtomicU64,
+    auth: [AtomicU64; AuthOutcome::ALL.len()],
+    auth_cache_hits: AtomicU64,
 }
 
 impl Metrics {
@@ -152,6 +185,16 @@ impl Metrics {
 
     pub fn config_rejected(&self) {
         self.config_rejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one decision of forward authentication.
+    pub fn auth(&self, outcome: AuthOutcome) {
+        self.auth[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an answer of the auth service reused from the cache.
+    pub fn auth_cache_hit(&self) {
+        self.auth_cache_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Configuration edits applied so far.
@@ -278,6 +321,32 @@ impl Metrics {
         }
 
         plugin_metrics(&mut out, plugins);
+
+        header(
+            &mut out,
+            "portico_auth_total",
+            "counter",
+            "Forward authentication decisions, by result.",
+        );
+        for (outcome, counter) in AuthOutcome::ALL.iter().zip(&self.auth) {
+            let _ = writeln!(
+                out,
+                "portico_auth_total{{result=\"{}\"}} {}",
+                outcome.label(),
+                load(counter)
+            );
+        }
+        header(
+            &mut out,
+            "portico_auth_cache_hits_total",
+            "counter",
+            "Positive answers of the auth service reused from the cache.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_auth_cache_hits_total {}",
+            load(&self.auth_cache_hits)
+        );
 
         header(
             &mut out,
@@ -456,6 +525,12 @@ mod tests {
         assert!(
             text.contains("portico_websockets_open{service=\"a\"} 1"),
             "{text}"
+        );
+        metrics.auth(AuthOutcome::Denied);
+        assert!(
+            metrics
+                .render(&[])
+                .contains("portico_auth_total{result=\"denied\"} 1")
         );
         drop(guard);
         assert!(

@@ -2,6 +2,7 @@
 //! upstreams, over HTTP ([`http`]) or as a relayed WebSocket ([`websocket`]).
 
 pub mod assets;
+pub mod auth;
 mod body;
 mod connector;
 pub mod headers;
@@ -26,12 +27,23 @@ use headers::ClientView;
 /// Why a request could not be forwarded. Each variant maps to one status code.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no service with id {id:?}; known services: {}", known_list(.known))]
-    UnknownService { id: String, known: Vec<String> },
+    /// `known` is `None` when the ids are not for everyone to see (forward authentication).
+    #[error("no service with id {id:?}{}", known_list(.known))]
+    UnknownService {
+        id: String,
+        known: Option<Vec<String>>,
+    },
     #[error("{0}")]
     NoRoute(String),
-    #[error("{id:?} names several services; use one of: {}", .candidates.join(", "))]
+    /// `candidates` is empty when the ids are not for everyone to see.
+    #[error("{id:?} names several services{}", candidate_list(.candidates))]
     Ambiguous { id: String, candidates: Vec<String> },
+    #[error("sign in to open service {service:?}")]
+    Unauthenticated { service: String },
+    #[error("you may not open service {service:?}")]
+    Forbidden { service: String },
+    #[error("the authentication service did not answer ({detail})")]
+    AuthUnavailable { detail: String },
     #[error("service {service:?} is unavailable: {reason}")]
     Unavailable { service: String, reason: String },
     #[error("bad request: {0}")]
@@ -52,11 +64,19 @@ pub enum ProxyError {
     Plugin { service: String, error: PluginError },
 }
 
-fn known_list(known: &[String]) -> String {
-    if known.is_empty() {
-        "none".to_owned()
+fn known_list(known: &Option<Vec<String>>) -> String {
+    match known {
+        None => String::new(),
+        Some(known) if known.is_empty() => "; known services: none".to_owned(),
+        Some(known) => format!("; known services: {}", known.join(", ")),
+    }
+}
+
+fn candidate_list(candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        String::new()
     } else {
-        known.join(", ")
+        format!("; use one of: {}", candidates.join(", "))
     }
 }
 
@@ -66,10 +86,14 @@ impl ProxyError {
         match self {
             Self::UnknownService { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Ambiguous { .. } => StatusCode::CONFLICT,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::AuthUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Refused { .. }
             | Self::Reset { .. }
             | Self::Invalid { .. }
@@ -102,6 +126,9 @@ impl ProxyError {
             }
             Self::Plugin { service, .. } => {
                 format!("service {service:?}: its plugin failed and the service is fail-closed")
+            }
+            Self::AuthUnavailable { .. } => {
+                "authentication is unavailable at the moment; try again shortly".to_owned()
             }
             other => other.to_string(),
         }
@@ -168,6 +195,25 @@ struct Live {
     retry: Retry,
     proxy: ProxyConfig,
     client: ClientConfig,
+    /// Forward authentication, when on.
+    auth: Option<Arc<auth::Auth>>,
+}
+
+impl Live {
+    /// The settings of `config`; the forward authentication of `previous` (and its cache) is
+    /// kept when its section did not change.
+    fn of(config: &Config, previous: Option<&Self>) -> Self {
+        let auth = match previous.and_then(|live| live.auth.as_ref()) {
+            Some(auth) if *auth.config() == config.auth => Some(Arc::clone(auth)),
+            _ => auth::Auth::new(&config.auth),
+        };
+        Self {
+            retry: config.retry.clone(),
+            proxy: config.proxy.clone(),
+            client: config.client.clone(),
+            auth,
+        }
+    }
 }
 
 /// The forwarding engine: the HTTP client, the service table, the plugins and the metrics.
@@ -226,6 +272,17 @@ struct Context {
     view: ClientView,
     started: Instant,
     prefixed: bool,
+    /// Who the auth service said the caller is, when it was asked.
+    identity: Option<Arc<auth::Identity>>,
+}
+
+impl Context {
+    /// The headers the auth service granted, set last on the upstream request.
+    fn granted(&self) -> &[(axum::http::HeaderName, HeaderValue)] {
+        self.identity
+            .as_deref()
+            .map_or(&[], auth::Identity::headers)
+    }
 }
 
 impl Proxy {
@@ -246,11 +303,7 @@ impl Proxy {
             metrics,
             clients,
             timeouts,
-            live: ArcSwap::from_pointee(Live {
-                retry: config.retry.clone(),
-                proxy: config.proxy.clone(),
-                client: config.client.clone(),
-            }),
+            live: ArcSwap::from_pointee(Live::of(config, None)),
             stop: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -270,11 +323,38 @@ impl Proxy {
         if config.timeouts != self.timeouts {
             tracing::warn!("changed [timeouts] take effect at the next start");
         }
-        self.live.store(Arc::new(Live {
-            retry: config.retry.clone(),
-            proxy: config.proxy.clone(),
-            client: config.client.clone(),
-        }));
+        let live = Live::of(config, Some(&self.live.load()));
+        self.live.store(Arc::new(live));
+    }
+
+    /// True when forward authentication is on: then service ids are shown only to those who
+    /// may open them.
+    pub fn auth_enabled(&self) -> bool {
+        self.live.load().auth.is_some()
+    }
+
+    /// Who the caller of `request` is, for showing them what they may open; the auth service
+    /// is asked only when `needed` (some service is not open). With a sign-in link for a caller
+    /// it did not accept, when `auth.signin_url` is set.
+    pub async fn caller(
+        &self,
+        request: auth::Head<'_>,
+        peer: Option<std::net::IpAddr>,
+        needed: bool,
+    ) -> Result<(auth::Caller, Option<String>), ProxyError> {
+        let live = self.live.load_full();
+        let view = ClientView::of(
+            request.headers,
+            request.uri.host(),
+            peer,
+            live.proxy.trust_forwarded_headers,
+        );
+        let caller = auth::caller(self, &live, request, &view, needed).await?;
+        let signin = match caller {
+            auth::Caller::Anonymous => auth::signin_link(&live, request.uri, &view),
+            auth::Caller::Anyone | auth::Caller::Known(_) => None,
+        };
+        Ok((caller, signin))
     }
 
     /// The longest path and query a client may send (`[client]`, changed by a reload).
@@ -307,12 +387,35 @@ impl Proxy {
     pub async fn handle(
         self: &Arc<Self>,
         target: Target,
-        request: axum::extract::Request,
+        mut request: axum::extract::Request,
         peer: Option<std::net::IpAddr>,
     ) -> Response {
         let started = Instant::now();
         let live = self.live.load_full();
         let html = headers::wants_html(request.headers());
+        let view = ClientView::of(
+            request.headers(),
+            request.uri().host(),
+            peer,
+            live.proxy.trust_forwarded_headers,
+        );
+        // The auth phase first: before the service's state (which may name its container) is
+        // told, and before any plugin call or upstream connection. Boxed like the forwarding
+        // below, and skipped altogether when there is nothing to check.
+        let identity = if auth::applies(&live, &target.service) {
+            let admitted = auth::admit(self, &live, &target.service, &mut request, &view);
+            match Box::pin(admitted).await {
+                Ok(identity) => identity,
+                Err(refusal) => {
+                    self.metrics
+                        .service(&target.service.id)
+                        .response(refusal.status().as_u16(), started.elapsed());
+                    return refusal;
+                }
+            }
+        } else {
+            None
+        };
         let unavailable = match &target.service.availability {
             Availability::Ready => None,
             Availability::Starting => Some("its health check has not passed yet".to_owned()),
@@ -329,12 +432,6 @@ impl Proxy {
                 .response(response.status().as_u16(), started.elapsed());
             return response;
         }
-        let view = ClientView::of(
-            request.headers(),
-            request.uri().host(),
-            peer,
-            live.proxy.trust_forwarded_headers,
-        );
         let plugin = self.plugins.for_type(&target.service.service_type);
         let plugin_request = plugin::Request {
             method: request.method().as_str().to_owned(),
@@ -354,6 +451,10 @@ impl Proxy {
             },
         };
         let metrics = self.metrics.service(&target.service.id);
+        let refreshed = identity
+            .as_ref()
+            .filter(|identity| identity.sets_cookies())
+            .cloned();
         let ctx = Context {
             service: target.service,
             plugin,
@@ -361,6 +462,7 @@ impl Proxy {
             view,
             started,
             prefixed: target.prefixed,
+            identity,
         };
         // Both futures are boxed: inline, they would make this one (and axum's boxed handler
         // future) kilobytes large, copied on every request.
@@ -369,10 +471,13 @@ impl Proxy {
         } else {
             Box::pin(http::forward(self, &live, ctx, request)).await
         };
-        let response = result.unwrap_or_else(|err| {
+        let mut response = result.unwrap_or_else(|err| {
             tracing::debug!(error = %err, "request failed");
             err.render(html)
         });
+        if let Some(identity) = refreshed {
+            identity.pass_cookies(&mut response);
+        }
         metrics.response(response.status().as_u16(), started.elapsed());
         response
     }

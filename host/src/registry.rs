@@ -87,6 +87,19 @@ impl Availability {
     }
 }
 
+/// Who may open a service when forward authentication is on (`[auth]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Every user the auth service accepts: the default.
+    #[default]
+    SignedIn,
+    /// Only these users (by the auth answer's user header). An empty list lets nobody in: a
+    /// `portico.allow_users` label left empty by mistake does not open the service.
+    Users(Arc<[String]>),
+    /// Anyone, without asking the auth service: the service opted out.
+    Open,
+}
+
 /// One service.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -100,6 +113,8 @@ pub struct Service {
     pub fail_closed: bool,
     /// Labels passed to the plugin.
     pub labels: BTreeMap<String, String>,
+    /// Who may open it when forward authentication is on.
+    pub access: Access,
     /// Where it was declared.
     pub source: Source,
     /// Observed status; carried over when the service is redeclared.
@@ -313,6 +328,7 @@ mod tests {
             upstreams: vec![url::Url::parse(upstream).expect("url")],
             fail_closed: false,
             labels: BTreeMap::new(),
+            access: Access::SignedIn,
             source: Source::Static,
             health: Arc::default(),
             aliases: Vec::new(),

@@ -14,11 +14,12 @@ use axum::routing::{any, get};
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Metrics, UNROUTED};
 use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
-use crate::proxy::{self, Proxy, ProxyError, Target, assets, escape_html, headers};
-use crate::registry::{Availability, Lookup, Service, ServiceTable, Source, docker, r#static};
+use crate::proxy::{self, Proxy, ProxyError, Target, assets, headers};
+use crate::registry::{Lookup, Service, ServiceTable, Source, docker, r#static};
 
 mod confine;
 mod conn;
+mod listing;
 mod workers;
 
 use workers::Workers;
@@ -63,11 +64,16 @@ pub enum ServeError {
 #[derive(Debug, Clone)]
 pub struct AppState {
     proxy: Arc<Proxy>,
+    /// Whether an admin listener serves `/metrics` (then the public router does not).
+    admin_listener: bool,
 }
 
 impl AppState {
-    pub fn new(proxy: Arc<Proxy>) -> Self {
-        Self { proxy }
+    pub fn new(proxy: Arc<Proxy>, admin_listener: bool) -> Self {
+        Self {
+            proxy,
+            admin_listener,
+        }
     }
 
     pub fn proxy(&self) -> &Arc<Proxy> {
@@ -75,15 +81,21 @@ impl AppState {
     }
 }
 
-/// The router: `/healthz`, `/metrics`, `/proxy` (listing), `/proxy/{id}` (redirect to the
+/// The public router: `/healthz`, `/metrics` (unless an admin listener serves it), `/proxy`
+/// (what a visitor may know of the services they may open), `/proxy/{id}` (redirect to the
 /// slash), `/proxy/{id}/...` (forwarded, HTTP or WebSocket), and everything else routed to a
 /// service by Referer, affinity cookie or plugin claim.
 pub fn app(state: AppState) -> Router {
+    let metrics_route = if state.admin_listener {
+        any(no_such_route)
+    } else {
+        get(metrics)
+    };
     let routes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/proxy", get(list))
-        .route("/proxy/", get(list))
+        .route("/metrics", metrics_route)
+        .route("/proxy", get(listing::public))
+        .route("/proxy/", get(listing::public))
         .route("/proxy/{id}", any(without_slash))
         .route("/proxy/{id}/", any(prefixed))
         .route("/proxy/{id}/{*path}", any(prefixed))
@@ -92,6 +104,28 @@ pub fn app(state: AppState) -> Router {
     // The target is normalised before the inner router sees it, so routing uses the
     // normalised path.
     Router::new().fallback_service(confine::Confine::new(routes, state))
+}
+
+/// The admin router: `/healthz`, `/metrics` and `/proxy`, the full listing (upstreams,
+/// sources, aliases, labels, access, plugin state). Nothing is proxied here.
+pub fn admin_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/proxy", get(listing::admin))
+        .route("/proxy/", get(listing::admin))
+        .fallback(no_such_route)
+        .with_state(state)
+}
+
+/// A 404 for what a listener does not serve (`/metrics` on the public one when the admin
+/// listener has it), without saying where else it might be.
+async fn no_such_route(request: Request) -> Response {
+    crate::proxy::error_response(
+        StatusCode::NOT_FOUND,
+        "no such route",
+        headers::wants_html(request.headers()),
+    )
 }
 
 async fn healthz() -> Response {
@@ -115,68 +149,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
-async fn list(State(state): State<AppState>, request: Request) -> Response {
-    let services = state.proxy.services().list();
-    let plugins = state.proxy.plugins();
-    let rows: Vec<serde_json::Value> = services
-        .iter()
-        .map(|service| {
-            serde_json::json!({
-                "id": service.id,
-                "type": service.service_type,
-                "plugin": plugins.for_type(&service.service_type).name(),
-                "plugin_state": plugins.for_type(&service.service_type).state().as_str(),
-                "upstream": service.primary_upstream(),
-                "upstreams": service.upstreams.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
-                "source": service.source,
-                "status": service.health.get(),
-                "fail_closed": service.fail_closed,
-                "url": format!("/proxy/{}/", service.id),
-                "aliases": service.aliases,
-                "availability": service.availability.as_str(),
-                "reason": match &service.availability {
-                    Availability::Unavailable(reason) => Some(reason.as_str()),
-                    Availability::Ready | Availability::Starting => None,
-                },
-            })
-        })
-        .collect();
-    if !headers::wants_html(request.headers()) {
-        return axum::Json(serde_json::json!({ "services": rows })).into_response();
-    }
-    let mut html = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Portico services</title>\n<style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}</style></head>\n<body><h1>Services</h1>\n",
-    );
-    if rows.is_empty() {
-        html.push_str("<p>No services are configured.</p>\n");
-    } else {
-        html.push_str("<table><tr><th>Service</th><th>Type</th><th>Plugin</th><th>Upstream</th><th>Source</th><th>Status</th></tr>\n");
-        for service in &services {
-            let id = escape_html(&service.id);
-            html.push_str(&format!(
-                "<tr><td><a href=\"/proxy/{id}/\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                escape_html(&service.service_type),
-                escape_html(plugins.for_type(&service.service_type).name()),
-                escape_html(&service.primary_upstream()),
-                service.source.as_str(),
-                match service.health.get() {
-                    crate::registry::Status::Unknown => "unknown",
-                    crate::registry::Status::Up => "up",
-                    crate::registry::Status::Down => "down",
-                },
-            ));
-        }
-        html.push_str("</table>\n");
-    }
-    html.push_str("</body></html>\n");
-    let mut response = html.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
 /// The client's address, when the server was started with connect info.
 fn peer(request: &Request) -> Option<std::net::IpAddr> {
     request
@@ -195,7 +167,8 @@ fn split_prefixed(path: &str) -> Option<(&str, &str)> {
 fn unknown(state: &AppState, id: &str, html: bool, started: Instant) -> Response {
     let err = ProxyError::UnknownService {
         id: id.to_owned(),
-        known: state.proxy.services().ids(),
+        // With forward authentication, ids are shown only to those who may open them.
+        known: (!state.proxy.auth_enabled()).then(|| state.proxy.services().ids()),
     };
     unrouted(state, &err, html, started)
 }
@@ -231,7 +204,11 @@ async fn resolve(
         Lookup::Ambiguous(candidates) => {
             let err = ProxyError::Ambiguous {
                 id: x.to_owned(),
-                candidates,
+                candidates: if state.proxy.auth_enabled() {
+                    Vec::new()
+                } else {
+                    candidates
+                },
             };
             Err(unrouted(state, &err, html, started))
         }
@@ -343,9 +320,12 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Its state (service table, plugins, metrics).
     pub state: AppState,
     workers: Workers,
+    admin: Option<Admin>,
     _config_watch: Option<r#static::ConfigWatch>,
     _plugin_watch: Option<DirWatch>,
     _discovery: Option<docker::Discovery>,
@@ -363,14 +343,22 @@ impl Running {
         }
     }
 
-    /// Closes the WebSockets with `1001 Going Away`, stops accepting connections and waits
-    /// (boundedly) for requests in flight.
+    /// Closes the WebSockets with `1001 Going Away`, stops accepting connections (on both
+    /// listeners) and waits (boundedly) for requests in flight.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.state
             .proxy
             .close_websockets(Duration::from_secs(2))
             .await;
-        match tokio::time::timeout(Duration::from_secs(10), self.workers.drain()).await {
+        let admin = self.admin.take();
+        let drained = async {
+            let workers = self.workers.drain().await;
+            if let Some(admin) = admin {
+                admin.stop().await;
+            }
+            workers
+        };
+        match tokio::time::timeout(Duration::from_secs(10), drained).await {
             Ok(result) => result.map_err(ServeError::Io),
             Err(_) => {
                 tracing::warn!("requests still in flight after 10 s; stopping anyway");
@@ -380,9 +368,49 @@ impl Running {
     }
 }
 
+/// The admin listener: a plain `axum::serve` on the control runtime (its traffic is a scrape
+/// now and then, not the proxy's). Dropping it stops it at once.
+#[derive(Debug)]
+struct Admin {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Admin {
+    /// Serves [`admin_app`] on `listener`.
+    fn spawn(listener: tokio::net::TcpListener, state: AppState) -> Self {
+        let stop = tokio::sync::watch::Sender::new(false);
+        let mut stopped = stop.subscribe();
+        let serve = axum::serve(listener, admin_app(state)).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        let task = tokio::spawn(async move {
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "the admin listener failed");
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops accepting and waits for the requests in flight.
+    async fn stop(mut self) {
+        self.stop.send_replace(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Loads the plugins, builds the service table, binds `config.listen` and serves in the
 /// background. With `config_path`, the file is watched and valid edits are applied live.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, ServeError> {
+    // A file was checked as it was read; command-line overrides and configurations built in
+    // code are checked here (an `[auth]` that does not parse must never mean "no auth").
+    config.check()?;
     let runtime = Runtime::new(config.plugins.runtime())?;
     let plugins = PluginRegistry::load(
         runtime,
@@ -421,7 +449,22 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             source,
         })?;
     let addr = listeners[0].local_addr()?;
-    let state = AppState::new(proxy);
+    let admin_listener = match config.admin.listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: admin,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
+    let state = AppState::new(proxy, admin_addr.is_some());
     let descriptors = conn::raise_descriptor_limit();
     let cap = match config.client.max_connections {
         0 => conn::default_cap(descriptors),
@@ -435,11 +478,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         cap: cap.div_ceil(config.workers()),
     };
     let workers = Workers::spawn(listeners, &app(state.clone()), settings)?;
-    tracing::info!(%addr, workers = config.workers(), max_connections = cap, services = services.list().len(), "Portico listening");
+    let admin = admin_listener.map(|listener| Admin::spawn(listener, state.clone()));
+    tracing::info!(%addr, workers = config.workers(), max_connections = cap, services = services.list().len(), auth = config.auth.enabled(), "Portico listening");
+    if let Some(admin_addr) = admin_addr {
+        tracing::info!(%admin_addr, "admin listener: /metrics and the full service listing");
+    }
     Ok(Running {
         addr,
+        admin_addr,
         state,
         workers,
+        admin,
         _config_watch: config_watch,
         _plugin_watch: plugin_watch,
         _discovery: discovery,
@@ -454,6 +503,7 @@ fn watch_config(
     let applied = Arc::downgrade(proxy);
     let refused = Arc::downgrade(proxy);
     let listen = initial.listen;
+    let admin = initial.admin.clone();
     let workers = initial.workers;
     let plugins = initial.plugins.clone();
     let docker = initial.docker.clone();
@@ -464,6 +514,9 @@ fn watch_config(
             let Some(proxy) = applied.upgrade() else { return };
             if config.listen != listen || config.workers != workers {
                 tracing::warn!(listen = %config.listen, "changed listen or workers take effect at the next start");
+            }
+            if config.admin != admin {
+                tracing::warn!("changed [admin] listen takes effect at the next start");
             }
             if config.plugins != plugins {
                 tracing::warn!("changed [plugins] settings take effect at the next start");

@@ -356,22 +356,35 @@ impl Session {
     /// Starts `kinds` behind a Portico (service ids are [`Kind::id`]) and a browser, or returns
     /// `None` after a SKIP line when the machine lacks what the test needs.
     pub async fn open(name: &str, kinds: &[Kind]) -> anyhow::Result<Option<Self>> {
+        Self::open_with(name, kinds, "", "").await
+    }
+
+    /// As [`Session::open`], with `service_lines` added to every service's table (`allow_users
+    /// = [...]`, say) and `sections` (`[auth]`, say) after the services.
+    pub async fn open_with(
+        name: &str,
+        kinds: &[Kind],
+        service_lines: &str,
+        sections: &str,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(tools) = tools_or_skip(name) else {
             return Ok(None);
         };
         let slot = BROWSER_SLOT.lock().await;
         let mut apps = Vec::new();
-        let mut services = String::new();
+        let mut body = String::new();
         for &kind in kinds {
             let app = App::start(tools, kind, name).await?;
-            services.push_str(&crate::proxy::service(
+            body.push_str(&crate::proxy::service(
                 kind.id(),
                 kind.service_type(),
                 ([127, 0, 0, 1], app.port).into(),
             ));
+            body.push_str(service_lines);
             apps.push(app);
         }
-        Self::connect(name, tools, apps, &services, slot)
+        body.push_str(sections);
+        Self::connect(name, tools, apps, &body, slot)
             .await
             .map(Some)
     }
@@ -469,13 +482,7 @@ impl Session {
         }
         // Portico's counters show upstream errors, retries and open WebSockets at the failure.
         let metrics = dir.join(format!("{}-failed-metrics.txt", self.name));
-        if let Ok(response) = self
-            .portico
-            .client
-            .get(self.portico.url("/metrics"))
-            .send()
-            .await
-            && let Ok(text) = response.text().await
+        if let Ok(text) = self.portico.metrics().await
             && std::fs::write(&metrics, text).is_ok()
         {
             let _ = write!(note, " {}", metrics.display());

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod auth;
 pub mod docker;
 pub mod e2e;
 pub mod proxy;

@@ -78,6 +78,43 @@ impl Portico {
         self.running.addr
     }
 
+    /// `http://{admin listener}{path}`; an error without an admin listener (see [`ADMIN`]).
+    pub fn admin_url(&self, path: &str) -> anyhow::Result<String> {
+        let addr = self
+            .running
+            .admin_addr
+            .context("no admin listener: add proxy::ADMIN to the configuration")?;
+        Ok(format!("http://{addr}{path}"))
+    }
+
+    /// The full service listing, from the admin listener.
+    pub async fn admin_listing(&self) -> anyhow::Result<serde_json::Value> {
+        let response = self.client.get(self.admin_url("/proxy")?).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the admin listing answered {}",
+            response.status()
+        );
+        Ok(serde_json::from_slice(&response.bytes().await?)?)
+    }
+
+    /// Where `/metrics` is served: the admin listener when there is one, else the public one.
+    pub fn metrics_url(&self) -> String {
+        self.admin_url("/metrics")
+            .unwrap_or_else(|_| self.url("/metrics"))
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = self.client.get(self.metrics_url()).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "/metrics answered {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
     /// Waits until `check` holds, polling; fails after a generous deadline (a hang guard, not
     /// a timing assertion).
     pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
@@ -108,6 +145,10 @@ fn config_text(dir: &tempfile::TempDir, body: &str) -> String {
     };
     format!("listen = \"127.0.0.1:0\"\n{body}")
 }
+
+/// The `[admin]` section that puts the admin listener (metrics, the full listing) on a free
+/// port of 127.0.0.1; append it after the services.
+pub const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 /// A `[[services]]` entry.
 pub fn service(id: &str, service_type: &str, upstream: SocketAddr) -> String {

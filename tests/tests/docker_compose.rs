@@ -63,7 +63,7 @@ async fn portico_in_a_container_reaches_apps_by_compose_service_and_shared_netwo
     std::fs::write(
         config_dir.path().join("portico.toml"),
         format!(
-            "listen = \"0.0.0.0:8080\"\n[plugins]\ndir = \"/tmp/plugins\"\n{}",
+            "listen = \"0.0.0.0:8080\"\n[admin]\nlisten = \"0.0.0.0:9901\"\n[plugins]\ndir = \"/tmp/plugins\"\n{}",
             run.docker_config_with("address_order = [\"compose-service\", \"network\"]")
         ),
     )?;
@@ -106,9 +106,10 @@ async fn portico_in_a_container_reaches_apps_by_compose_service_and_shared_netwo
         };
         assert_eq!(text.trim(), expected);
     }
+    // The full listing, with upstreams, is the admin listener's.
     let listing: Value = serde_json::from_slice(
         &client
-            .get(format!("{base}/proxy"))
+            .get(format!("http://{proxy_ip}:9901/proxy"))
             .send()
             .await?
             .bytes()

@@ -1,21 +1,23 @@
 //! Docker discovery against this machine's Docker Engine: labelled containers become services
 //! beside the file's, every addressing form reaches them, unlabelled ones stay hidden, shared
-//! names are a 409, and `portico.network` picks the network of a container on two.
+//! names are a 409, `portico.network` picks the network of a container on two, and
+//! `portico.auth`/`portico.allow_users` pick who may open a container.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use portico_tests::auth::{AuthServer, session};
 use portico_tests::docker::{Run, app_image, available, docker, wait_for};
-use portico_tests::proxy::{Portico, service, upstream};
+use portico_tests::proxy::{ADMIN, Portico, service, upstream};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// The full listing (the admin listener's: it shows sources and upstreams).
 async fn listing(portico: &Portico) -> anyhow::Result<Value> {
-    let response = portico.client.get(portico.url("/proxy")).send().await?;
-    Ok(serde_json::from_slice(&response.bytes().await?)?)
+    portico.admin_listing().await
 }
 
 /// The listing's entry for `id`, once it is there.
@@ -83,7 +85,7 @@ async fn labelled_containers_are_served_under_every_name() -> anyhow::Result<()>
         service("filed", "generic", file_app),
         run.docker_config()
     );
-    let portico = Portico::start(&body).await?;
+    let portico = Portico::start(&(body + ADMIN)).await?;
 
     let shown = entry(&portico, &friendly).await?;
     assert_eq!(shown["source"], "docker");
@@ -154,6 +156,74 @@ async fn labelled_containers_are_served_under_every_name() -> anyhow::Result<()>
 }
 
 #[tokio::test]
+async fn access_labels_pick_who_may_open_a_container() -> anyhow::Result<()> {
+    if !available("access_labels_pick_who_may_open_a_container") {
+        return Ok(());
+    }
+    let run = Run::new();
+    let image = app_image()?;
+    let net = run.network("net")?;
+    let owned = run.name("owned");
+    let public = run.name("public");
+    for (name, app, label) in [
+        (&owned, "alice's", "portico.allow_users=carol, alice"),
+        (&public, "anyone's", "portico.auth=none"),
+    ] {
+        run.run(&[
+            "--name",
+            name,
+            "--network",
+            &net,
+            "-e",
+            &format!("APP={app}"),
+            "--label",
+            "portico.enable=true",
+            "--label",
+            label,
+            image,
+        ])?;
+    }
+    let auth = AuthServer::start().await?;
+    let portico = Portico::start(&(run.docker_config() + &auth.config("") + ADMIN)).await?;
+    let shown = entry(&portico, &owned).await?;
+    assert_eq!(shown["allow_users"], serde_json::json!(["carol", "alice"]));
+    let status_of = |x: String, cookie: String| {
+        let portico = &portico;
+        async move {
+            let response = portico
+                .client
+                .get(portico.url(&format!("/proxy/{x}/")))
+                .header("cookie", cookie)
+                .send()
+                .await?;
+            anyhow::Ok((response.status(), response.text().await?))
+        }
+    };
+    let (status, text) = wait_for("the owner's container answering", LIMIT, || async {
+        status_of(owned.clone(), session("alice"))
+            .await
+            .ok()
+            .filter(|(status, _)| *status != StatusCode::BAD_GATEWAY)
+    })
+    .await?;
+    assert_eq!((status, text.trim()), (StatusCode::OK, "alice's"));
+    let (status, _) = status_of(owned.clone(), session("bob")).await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = status_of(owned.clone(), String::new()).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, text) = wait_for("the open container answering", LIMIT, || async {
+        status_of(public.clone(), String::new())
+            .await
+            .ok()
+            .filter(|(status, _)| *status != StatusCode::BAD_GATEWAY)
+    })
+    .await?;
+    assert_eq!((status, text.trim()), (StatusCode::OK, "anyone's"));
+    portico.running.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_shared_name_is_a_409_listing_the_candidates() -> anyhow::Result<()> {
     if !available("a_shared_name_is_a_409_listing_the_candidates") {
         return Ok(());
@@ -183,7 +253,7 @@ async fn a_shared_name_is_a_409_listing_the_candidates() -> anyhow::Result<()> {
         ])?;
         names.push(name);
     }
-    let portico = Portico::start(&run.docker_config()).await?;
+    let portico = Portico::start(&(run.docker_config() + ADMIN)).await?;
     for name in &names {
         entry(&portico, name).await?;
     }
@@ -252,7 +322,7 @@ async fn the_network_label_picks_the_address_of_a_container_on_two_networks() ->
     let back_ip = run.ip(&name, &back)?;
     let front_ip = run.ip(&name, &front)?;
     assert_ne!(back_ip, front_ip);
-    let portico = Portico::start(&run.docker_config()).await?;
+    let portico = Portico::start(&(run.docker_config() + ADMIN)).await?;
     let shown = entry(&portico, &name).await?;
     assert_eq!(shown["upstream"], format!("http://{back_ip}:8080"));
     let (status, text) = portico.fetch(&format!("/proxy/{name}/")).await?;
@@ -269,7 +339,7 @@ async fn without_docker_the_file_is_served() -> anyhow::Result<()> {
         "{}\n[docker]\nendpoints = [\"unix:///nonexistent/docker.sock\"]\n",
         service("filed", "generic", file_app)
     );
-    let portico = Portico::start(&body).await?;
+    let portico = Portico::start(&(body + ADMIN)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         portico.fetch("/proxy/filed/").await?,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use portico_tests::docker::{self, Run, app_image, host_python, wait_for};
 use portico_tests::e2e::{APP_START, Session, apps_dir, artifacts_dir, streamlit_scenario};
-use portico_tests::proxy::Portico;
+use portico_tests::proxy::{ADMIN, Portico};
 use serde_json::Value;
 
 const NAME: &str = "streamlit-docker";
@@ -84,7 +84,7 @@ async fn streamlit_in_a_labelled_container_reruns_and_uploads() -> anyhow::Resul
     run.run(&args)?;
     docker::settle(&network, Duration::from_secs(10)).await?;
 
-    let session = Session::open_with_config(NAME, tools, &run.docker_config()).await?;
+    let session = Session::open_with_config(NAME, tools, &(run.docker_config() + ADMIN)).await?;
     let prefix = format!("/proxy/{id}/");
     let outcome = async {
         ready(&session.portico, &prefix, &container).await?;
@@ -120,13 +120,7 @@ async fn discovered(portico: &Portico, id: &str) -> anyhow::Result<Value> {
         &format!("{id} in /proxy"),
         Duration::from_secs(30),
         || async {
-            let response = portico
-                .client
-                .get(portico.url("/proxy"))
-                .send()
-                .await
-                .ok()?;
-            let doc: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+            let doc = portico.admin_listing().await.ok()?;
             doc["services"]
                 .as_array()?
                 .iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::Path;
 use portico::plugin::{Hook, Plugin, PluginError, PluginState};
-use portico_tests::proxy::{Portico, proc_status_kib, service, upstream};
+use portico_tests::proxy::{ADMIN, Portico, proc_status_kib, service, upstream};
 
 const HOSTILE: &str = env!("PORTICO_HOSTILE_WASM");
 
@@ -32,7 +32,10 @@ async fn start(plugins: &str) -> anyhow::Result<Portico> {
             .fallback(|| async { "ok" }),
     )
     .await?;
-    let body = format!("{}\n[plugins]\n{plugins}\n", service("c", "hostile", up));
+    let body = format!(
+        "{}{ADMIN}\n[plugins]\n{plugins}\n",
+        service("c", "hostile", up)
+    );
     Portico::start_with_plugins(&body, &[FilePath::new(HOSTILE)]).await
 }
 
@@ -79,13 +82,12 @@ async fn failures_quarantine_a_plugin_and_probes_bring_it_back() -> anyhow::Resu
         served(&portico, "/proxy/c/fine").await?;
     }
     assert_eq!(plugin.state(), PluginState::Quarantined);
-    let (_, metrics) = portico.fetch("/metrics").await?;
+    let metrics = portico.metrics().await?;
     assert!(
         metrics.contains("portico_plugin_state{plugin=\"hostile\",state=\"quarantined\"} 1"),
         "{metrics}"
     );
-    let (_, listing) = portico.fetch("/proxy").await?;
-    let listing: serde_json::Value = serde_json::from_str(&listing)?;
+    let listing = portico.admin_listing().await?;
     assert_eq!(listing["services"][0]["plugin_state"], "quarantined");
 
     // Quarantined, the plugin is not called: its requests get the generic behaviour.
@@ -117,7 +119,7 @@ async fn failures_quarantine_a_plugin_and_probes_bring_it_back() -> anyhow::Resu
         "the failed probe quarantined it again"
     );
     assert_eq!(plugin.state(), PluginState::Quarantined);
-    let (_, metrics) = portico.fetch("/metrics").await?;
+    let metrics = portico.metrics().await?;
     assert!(
         metrics.contains("portico_plugin_quarantines_total{plugin=\"hostile\"} 3"),
         "{metrics}"
@@ -147,7 +149,7 @@ async fn a_plugin_past_its_share_of_calls_is_answered_by_the_fallback() -> anyho
     assert!(!spinning.is_finished(), "the spinning call ended early");
     assert!(plugin.stats().busy.load(Ordering::Relaxed) >= 1);
     spinning.await??;
-    let (_, metrics) = portico.fetch("/metrics").await?;
+    let metrics = portico.metrics().await?;
     assert!(
         !metrics.contains("portico_plugin_rejected_total{plugin=\"hostile\",reason=\"busy\"} 0"),
         "{metrics}"

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use portico_tests::proxy::{Portico, closed_port, service, upstream};
+use portico_tests::proxy::{ADMIN, Portico, closed_port, service, upstream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -183,21 +183,18 @@ async fn unknown_service_is_a_clear_404() -> anyhow::Result<()> {
 async fn lists_services_as_json_and_html() -> anyhow::Result<()> {
     let up = upstream(echo("app")).await?;
     let portico =
-        Portico::start(&(service("app", "dash", up) + &service("other", "mystery", up))).await?;
-    let doc = json(portico.client.get(portico.url("/proxy")).send().await?).await?;
+        Portico::start(&(service("app", "dash", up) + &service("other", "mystery", up) + ADMIN))
+            .await?;
+    // The public listing says what a visitor may know, and nothing of where services run.
+    let response = portico.client.get(portico.url("/proxy")).send().await?;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let doc = json(response).await?;
     let services = doc["services"].as_array().cloned().unwrap_or_default();
     assert_eq!(services.len(), 2);
-    assert_eq!(services[0]["id"], "app");
-    assert_eq!(services[0]["type"], "dash");
-    assert_eq!(services[0]["plugin"], "dash");
-    assert_eq!(services[0]["upstream"], format!("http://{up}"));
-    assert_eq!(services[0]["source"], "static");
-    assert_eq!(services[0]["status"], "unknown");
     assert_eq!(
-        services[1]["plugin"], "generic",
-        "unknown types use generic"
+        services[0],
+        serde_json::json!({ "id": "app", "type": "dash", "status": "unknown", "url": "/proxy/app/" })
     );
-
     let html = portico
         .client
         .get(portico.url("/proxy"))
@@ -210,6 +207,31 @@ async fn lists_services_as_json_and_html() -> anyhow::Result<()> {
         html.contains("<table") && html.contains("href=\"/proxy/app/\""),
         "{html}"
     );
+    assert!(!html.contains(&up.to_string()), "{html}");
+
+    // The admin listener has everything.
+    let doc = portico.admin_listing().await?;
+    let services = doc["services"].as_array().cloned().unwrap_or_default();
+    assert_eq!(services[0]["id"], "app");
+    assert_eq!(services[0]["type"], "dash");
+    assert_eq!(services[0]["plugin"], "dash");
+    assert_eq!(services[0]["upstream"], format!("http://{up}"));
+    assert_eq!(services[0]["source"], "static");
+    assert_eq!(services[0]["status"], "unknown");
+    assert_eq!(services[0]["auth"], "forward");
+    assert_eq!(
+        services[1]["plugin"], "generic",
+        "unknown types use generic"
+    );
+    let html = portico
+        .client
+        .get(portico.admin_url("/proxy")?)
+        .header("accept", "text/html")
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(html.contains(&format!("http://{up}")), "{html}");
 
     let health = portico.client.get(portico.url("/healthz")).send().await?;
     assert_eq!(health.status(), StatusCode::OK);

@@ -9,7 +9,7 @@ use crate::plugin::{Header, HeaderEdits};
 /// The cookie Portico sets on proxied HTML pages to route their un-prefixed requests.
 pub const AFFINITY_COOKIE: &str = "portico_affinity";
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -131,12 +131,14 @@ pub fn set_forwarded(headers: &mut HeaderMap, view: &ClientView) {
 
 /// Prepares the client's headers for the upstream: hop-by-hop headers and Portico's own cookie
 /// out, `X-Forwarded-*` set, the client's `Host` kept (unless `rewrite_host`), then the plugin's
-/// edits.
+/// edits, and last the headers the auth service granted (`granted`), which nothing before can
+/// override.
 pub fn upstream_request(
     headers: &mut HeaderMap,
     view: &ClientView,
     rewrite_host: bool,
     edits: &HeaderEdits,
+    granted: &[(HeaderName, HeaderValue)],
 ) {
     strip_hop_by_hop(headers);
     // The upstream's interim answer would not reach the client; the body is sent at once.
@@ -154,6 +156,12 @@ pub fn upstream_request(
         }
     }
     apply_edits(headers, edits);
+    for (name, _) in granted {
+        headers.remove(name);
+    }
+    for (name, value) in granted {
+        headers.append(name.clone(), value.clone());
+    }
 }
 
 /// Applies a plugin's edits: removals first, then each name in `set` replaces every value of
@@ -206,42 +214,40 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Removes cookie `name` from the `Cookie` headers, leaving every other pair byte for byte.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if values.is_empty() {
+    remove_cookies(headers, |key| key == name);
+}
+
+/// Removes the cookies whose name `doomed` picks from the `Cookie` headers, leaving every other
+/// pair byte for byte. Nothing is allocated unless a cookie goes.
+pub fn remove_cookies(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    fn name_of(pair: &str) -> Option<&str> {
+        pair.trim().split_once('=').map(|(key, _)| key.trim())
+    }
+    let any = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .any(|pair| name_of(pair).is_some_and(&doomed));
+    if !any {
         return;
     }
-    let mut kept = Vec::new();
-    let mut changed = false;
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    headers.remove(header::COOKIE);
     for value in values {
         let Ok(text) = value.to_str() else {
-            kept.push(value);
+            headers.append(header::COOKIE, value);
             continue;
         };
-        let pairs: Vec<&str> = text
+        let joined = text
             .split(';')
-            .filter(|pair| {
-                let ours = pair
-                    .trim()
-                    .split_once('=')
-                    .is_some_and(|(key, _)| key.trim() == name);
-                changed |= ours;
-                !ours
-            })
-            .collect();
-        let joined = pairs
-            .iter()
-            .map(|pair| pair.trim())
+            .filter(|pair| !name_of(pair).is_some_and(&doomed))
+            .map(str::trim)
             .collect::<Vec<_>>()
             .join("; ");
         if !joined.is_empty()
             && let Ok(value) = HeaderValue::from_str(&joined)
         {
-            kept.push(value);
-        }
-    }
-    if changed {
-        headers.remove(header::COOKIE);
-        for value in kept {
             headers.append(header::COOKIE, value);
         }
     }
@@ -375,5 +381,17 @@ mod tests {
         let mut only = map(&[("cookie", "portico_affinity=dash")]);
         remove_cookie(&mut only, AFFINITY_COOKIE);
         assert!(!only.contains_key("cookie"));
+        let mut two = map(&[
+            ("cookie", "_oauth2_proxy=s; a=1"),
+            ("cookie", "_oauth2_proxy_1=t"),
+            ("cookie", "b=2"),
+        ]);
+        remove_cookies(&mut two, |name| name.starts_with("_oauth2_proxy"));
+        let left: Vec<&str> = two
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect();
+        assert_eq!(left, vec!["a=1", "b=2"]);
     }
 }

@@ -36,6 +36,7 @@ pub(super) async fn forward(
         &ctx.view,
         live.proxy.rewrite_host,
         &upstream.headers,
+        ctx.granted(),
     );
     let body = RequestBody::new(body, live.client.body_timeout());
     let metrics = proxy.metrics.service(&ctx.service.id);

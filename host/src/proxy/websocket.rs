@@ -105,6 +105,7 @@ pub(super) async fn forward(
         &ctx.view,
         live.proxy.rewrite_host,
         &plan.headers,
+        ctx.granted(),
     );
     if !protocols.is_empty() {
         let list = HeaderValue::from_str(&protocols.join(", "))

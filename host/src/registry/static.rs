@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Config, parse_upstream};
+use crate::config::{Config, ServiceAuth, parse_upstream};
 
-use super::{Availability, Service, Source};
+use super::{Access, Availability, Service, Source};
 
 /// The services of a (validated) configuration.
 pub fn services(config: &Config) -> Vec<Service> {
@@ -23,6 +23,11 @@ pub fn services(config: &Config) -> Vec<Service> {
                 .collect(),
             fail_closed: service.fail_closed,
             labels: service.labels.clone(),
+            access: match (&service.auth, &service.allow_users) {
+                (ServiceAuth::None, _) => Access::Open,
+                (ServiceAuth::Forward, Some(users)) => Access::Users(users.as_slice().into()),
+                (ServiceAuth::Forward, None) => Access::SignedIn,
+            },
             source: Source::Static,
             health: Arc::default(),
             aliases: Vec::new(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 
 use crate::config::{AddressKind, validate_id};
-use crate::registry::{Availability, Service, Source};
+use crate::registry::{Access, Availability, Service, Source};
 
 /// The label that opts a container in.
 pub const ENABLE: &str = "portico.enable";
@@ -15,6 +15,8 @@ const TYPE: &str = "portico.type";
 const PORT: &str = "portico.port";
 const NETWORK: &str = "portico.network";
 const ID: &str = "portico.id";
+const AUTH: &str = "portico.auth";
+const ALLOW_USERS: &str = "portico.allow_users";
 /// The label Docker Compose puts on every container of a service.
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
@@ -249,6 +251,7 @@ fn service(container: &Container, id: Option<&str>, rules: &Rules<'_>) -> Servic
         .collect();
     labels.insert("docker.container".to_owned(), container.name.clone());
     Service {
+        access: access(container),
         id,
         service_type,
         upstreams,
@@ -260,6 +263,40 @@ fn service(container: &Container, id: Option<&str>, rules: &Rules<'_>) -> Servic
         availability,
         preferred: Arc::default(),
     }
+}
+
+/// `portico.auth` and `portico.allow_users` (comma-separated). Whatever is unclear closes:
+/// an unknown `portico.auth` value keeps authentication, an empty user list lets nobody in, and
+/// a user list wins over `portico.auth=none`.
+fn access(container: &Container) -> Access {
+    let opted_out = match container.labels.get(AUTH).map(|value| value.trim()) {
+        None | Some("forward") => false,
+        Some("none") => true,
+        Some(other) => {
+            tracing::warn!(container = %container.name, value = %other, "portico.auth must be \"none\" or \"forward\"; the container keeps authentication");
+            false
+        }
+    };
+    let Some(list) = container.labels.get(ALLOW_USERS) else {
+        return if opted_out {
+            Access::Open
+        } else {
+            Access::SignedIn
+        };
+    };
+    let users: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|user| !user.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if users.is_empty() {
+        tracing::warn!(container = %container.name, "portico.allow_users is empty: nobody may open the container");
+    }
+    if opted_out {
+        tracing::warn!(container = %container.name, "portico.allow_users with portico.auth=none: the user list applies");
+    }
+    Access::Users(users.into())
 }
 
 /// `portico.type`, else the plugin whose hint is the longest match in the image or command
@@ -587,6 +624,27 @@ mod tests {
         bad.exposed.clear();
         assert!(
             matches!(&build(&[bad], &[])[0].availability, Availability::Unavailable(why) if why.contains("portico.port"))
+        );
+    }
+
+    #[test]
+    fn access_from_labels_fails_closed() {
+        let access =
+            |labels: &[(&str, &str)]| build(&[container("a", labels)], &[])[0].access.clone();
+        assert_eq!(access(&[]), Access::SignedIn);
+        assert_eq!(access(&[(AUTH, "none")]), Access::Open);
+        assert_eq!(access(&[(AUTH, "forward")]), Access::SignedIn);
+        assert_eq!(access(&[(AUTH, "off")]), Access::SignedIn, "unknown: kept");
+        let users = |list: &[&str]| Access::Users(list.iter().map(|u| (*u).to_owned()).collect());
+        assert_eq!(
+            access(&[(ALLOW_USERS, " alice, bob ,,")]),
+            users(&["alice", "bob"])
+        );
+        assert_eq!(access(&[(ALLOW_USERS, " ")]), users(&[]), "empty: nobody");
+        assert_eq!(
+            access(&[(ALLOW_USERS, "alice"), (AUTH, "none")]),
+            users(&["alice"]),
+            "the list wins over the opt-out"
         );
     }
 
