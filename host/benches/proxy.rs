@@ -1,6 +1,7 @@
 //! Side-by-side proxy benchmark: the same upstream reached directly, through Portico (release
-//! binary, generic plugin hooks on every request) and through nginx when it is installed, in one
-//! run, so the machine's noise hits all three alike. Then the memory run: Portico and nginx each
+//! binary, generic plugin hooks on every request), through Portico with forward authentication
+//! on (`fwdauth`, the auth service answering from memory) and through nginx when it is
+//! installed, in one run, so the machine's noise hits them alike. Then the memory run: Portico and nginx each
 //! hold thousands of idle keep-alive connections, then idle relayed WebSockets, and the growth
 //! of their resident memory is divided among them. Last, the fair share: a healthy service's
 //! throughput through Portico alone, then while four clients drive a plugin that spins to its
@@ -96,8 +97,26 @@ fn main() -> anyhow::Result<()> {
     let upstream = free_port()?;
     upstream_rt.spawn(serve_upstream(upstream));
 
+    // `cargo bench --bench proxy -- fair-share` measures the fair share alone.
+    if std::env::args().any(|arg| arg == "fair-share") {
+        print_fair_share(fair_share(&workspace, &portico_bin, run.path(), upstream)?);
+        return Ok(());
+    }
+
     let portico_port = free_port()?;
     let portico = start_portico(&portico_bin, run.path(), upstream, portico_port, "", "")?;
+    // The same with forward authentication on, the auth service answering from memory.
+    let auth_port = free_port()?;
+    let auth_dir = run.path().join("auth");
+    std::fs::create_dir_all(&auth_dir)?;
+    let with_auth = start_portico(
+        &portico_bin,
+        &auth_dir,
+        upstream,
+        auth_port,
+        "",
+        &format!("[auth]\nforward_url = \"http://{upstream}/auth\"\n"),
+    )?;
     let nginx_port = free_port()?;
     let nginx = start_nginx(run.path(), upstream, nginx_port)?;
 
@@ -110,6 +129,11 @@ fn main() -> anyhow::Result<()> {
         (
             "portico",
             format!("127.0.0.1:{}", portico_port.port()),
+            "/proxy/bench".to_owned(),
+        ),
+        (
+            "fwdauth",
+            format!("127.0.0.1:{}", auth_port.port()),
             "/proxy/bench".to_owned(),
         ),
     ];
@@ -137,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         rows.push((name.to_string(), small, large, ws));
     }
     drop(portico);
+    drop(with_auth);
     drop(nginx);
 
     let measured = [
@@ -241,7 +266,10 @@ async fn serve_upstream(addr: SocketAddr) {
         async move { body }
     });
     let ws = get(|upgrade: WebSocketUpgrade| async move { upgrade.on_upgrade(echo) });
+    // The auth service of the forward-authentication run: everyone is user `bench`.
+    let auth = get(|| async { (StatusCode::ACCEPTED, [("x-auth-request-user", "bench")]) });
     let app = Router::new()
+        .route("/auth", auth)
         .route("/small", small)
         .route("/large", large)
         .route("/ws", ws);
@@ -797,6 +825,16 @@ fn report(
             p.3.p50_us / n.3.p50_us
         );
     }
+    if let (Some(on), Some(off)) = (
+        rows.iter().find(|r| r.0 == "fwdauth"),
+        rows.iter().find(|r| r.0 == "portico"),
+    ) {
+        println!(
+            "forward auth on vs off: small r/s {:.2}x  small p99 {:.2}x",
+            on.1.rps / off.1.rps,
+            on.1.p99_us / off.1.p99_us
+        );
+    }
     println!(
         "\nidle memory: RSS growth per connection, KiB\n{:<8} | {:>16} {:>16}",
         "",
@@ -819,12 +857,7 @@ fn report(
             p.websocket_kib / n.websocket_kib
         );
     }
-    println!(
-        "\nfair share: a healthy service's small GETs through Portico, r/s\nalone {:.0}  beside {SPINNING_CLIENTS} clients of a spinning plugin {:.0}  kept {:.2}x",
-        fair.alone,
-        fair.beside_spinner,
-        fair.beside_spinner / fair.alone
-    );
+    print_fair_share(fair);
     let json = serde_json::json!({
         "proxies": json,
         "fair_share": {
@@ -837,4 +870,13 @@ fn report(
     std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
     println!("\nsaved {}", json_path.display());
     Ok(())
+}
+
+fn print_fair_share(fair: FairShare) {
+    println!(
+        "\nfair share: a healthy service's small GETs through Portico, r/s\nalone {:.0}  beside {SPINNING_CLIENTS} clients of a spinning plugin {:.0}  kept {:.2}x",
+        fair.alone,
+        fair.beside_spinner,
+        fair.beside_spinner / fair.alone
+    );
 }

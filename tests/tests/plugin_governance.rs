@@ -192,9 +192,12 @@ fn failures(plugin: &Plugin, hook: Hook, kind: &str) -> u64 {
 
 #[tokio::test]
 async fn answers_past_their_bounds_are_refused_and_counted() -> anyhow::Result<()> {
-    // Returning a 16 MiB body takes a debug build a few hundred milliseconds: the deadline
-    // leaves room, so that the answer is refused for its size, not cut off for its time.
-    let portico = start("quarantine_failures = 3\nrewrite_timeout_ms = 10000").await?;
+    // Returning a 16 MiB body or 200 KiB of headers takes a debug build, throttled past its
+    // first millisecond, longer than the default deadlines: these leave room, so that the
+    // answers are refused for their size, not cut off for their time.
+    let portico =
+        start("quarantine_failures = 3\ncall_timeout_ms = 10000\nrewrite_timeout_ms = 10000")
+            .await?;
     let plugin = hostile(&portico);
 
     // A rewritten body over the plugin's 1 MiB rewrite limit: the original is sent.
