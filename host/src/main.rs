@@ -108,6 +108,9 @@ async fn check(file: &PathBuf) -> anyhow::Result<()> {
     if !info.detect.is_empty() {
         println!("  detects:       {}", info.detect.join(", "));
     }
+    if !info.claim_prefixes.is_empty() {
+        println!("  claims under:  {}", info.claim_prefixes.join(", "));
+    }
     if !info.rewrite_content_types.is_empty() {
         println!(
             "  rewrites:      {} (up to {} bytes)",

@@ -49,6 +49,10 @@ fn plugin_check_accepts_a_plugin_and_prints_its_info() {
     assert!(text.contains("name:          streamlit"), "{text}");
     assert!(text.contains("default port:  8501"), "{text}");
     assert!(text.contains("health path:   /_stcore/health"), "{text}");
+    assert!(
+        text.contains("claims under:  /_stcore/, /static/"),
+        "{text}"
+    );
 }
 
 #[test]
