@@ -71,7 +71,9 @@ async fn until_healthy(portico: &Portico, plugin: &Plugin) -> anyhow::Result<()>
 #[tokio::test]
 async fn failures_quarantine_a_plugin_and_probes_bring_it_back() -> anyhow::Result<()> {
     let portico = start(
-        "quarantine_failures = 3\nquarantine_window_ms = 60000\nquarantine_backoff_ms = 300\nquarantine_max_ms = 5000",
+        // A deadline far above what a trap needs, even in a debug build on a busy machine:
+        // every failure here is a trap.
+        "quarantine_failures = 3\nquarantine_window_ms = 60000\nquarantine_backoff_ms = 300\nquarantine_max_ms = 5000\ncall_timeout_ms = 5000",
     )
     .await?;
     let plugin = hostile(&portico);

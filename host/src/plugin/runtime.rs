@@ -66,10 +66,11 @@ impl Default for RuntimeConfig {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             // The bundled plugins answer a header hook in 1-2 us (`cargo bench --bench
-            // plugin_calls`): 20 ms is a margin of four orders of magnitude for slower plugins,
-            // and a plugin that spins holds a request up no longer than a slow upstream would.
+            // plugin_calls`). The deadline is wall time: 50 ms leaves room for a call that the
+            // OS preempted past one tick, and that is then paused `THROTTLE`, to still finish,
+            // while a plugin that spins holds a request up no longer than a slow upstream would.
             // `rewrite-body` reads and writes a whole page, up to `max_rewrite_bytes`.
-            call_timeout: Duration::from_millis(20),
+            call_timeout: Duration::from_millis(50),
             rewrite_timeout: Duration::from_millis(250),
             memory_limit: 64 * 1024 * 1024,
             pool_size: threads * 2,
