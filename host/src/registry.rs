@@ -1,8 +1,14 @@
 //! The service table: every service Portico serves, from every source (the configuration file
 //! and Docker discovery), the other names that address them, and the health the proxy observed.
+//!
+//! Sources declare [`ServiceSpec`]s: the file directly, discovery providers by describing
+//! [`workload::Workload`]s that the shared [`rules`] turn into specs. The table adds the runtime
+//! state it owns, making a [`Service`].
 
 pub mod docker;
+pub mod rules;
 pub mod r#static;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +32,14 @@ impl Source {
         match self {
             Self::Static => "static",
             Self::Docker => "docker",
+        }
+    }
+
+    /// What one of its workloads is called in reasons given to people.
+    pub fn workload_noun(self) -> &'static str {
+        match self {
+            Self::Static => "service",
+            Self::Docker => "container",
         }
     }
 }
@@ -100,9 +114,9 @@ pub enum Access {
     Open,
 }
 
-/// One service.
+/// What a provider declares about a service: everything but the state the table keeps.
 #[derive(Debug, Clone)]
-pub struct Service {
+pub struct ServiceSpec {
     /// The id in `/proxy/{id}`.
     pub id: String,
     /// The type, which picks the plugin.
@@ -115,18 +129,47 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     /// Who may open it when forward authentication is on.
     pub access: Access,
+    /// Other names that address it in `/proxy/{x}/` (container id, short id, name, compose
+    /// service); a name several services share addresses none of them.
+    pub aliases: Vec<String>,
+    /// Whether it takes requests now, as its provider sees it (running, reachable, health
+    /// check passed); what the proxy itself observed is [`Service::health`].
+    pub availability: Availability,
+}
+
+/// One service as the table holds it: the spec its provider declared, with the runtime state
+/// the table owns and carries over when the service is redeclared. It reads as its spec.
+#[derive(Debug, Clone)]
+pub struct Service {
+    spec: ServiceSpec,
     /// Where it was declared.
     pub source: Source,
     /// Observed status; carried over when the service is redeclared.
     pub health: Arc<Health>,
-    /// Other names that address it in `/proxy/{x}/` (container id, short id, name, compose
-    /// service); a name several services share addresses none of them.
-    pub aliases: Vec<String>,
-    /// Whether it takes requests now.
-    pub availability: Availability,
     /// The index in `upstreams` that last answered, tried first next time; carried over when
     /// the service is redeclared with the same upstreams.
-    pub preferred: Arc<AtomicUsize>,
+    preferred: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for Service {
+    type Target = ServiceSpec;
+
+    fn deref(&self) -> &ServiceSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut ServiceSpec {
+        &mut self.spec
+    }
+}
+
+/// A service's spec without its runtime state, to declare it again.
+impl From<Service> for ServiceSpec {
+    fn from(service: Service) -> Self {
+        service.spec
+    }
 }
 
 impl Service {
@@ -214,8 +257,14 @@ impl ServiceTable {
     }
 
     /// Replaces every service of `source` with `services`. When two sources declare one id,
-    /// the static one wins; the other is logged and ignored.
-    pub fn replace_source(&self, source: Source, services: Vec<Service>) {
+    /// the static one wins; the other is logged and ignored. A service keeps the runtime state
+    /// of the one it replaces (by id): its health, and which upstream answered last while its
+    /// upstreams are the same.
+    pub fn replace_source<S: Into<ServiceSpec>>(
+        &self,
+        source: Source,
+        services: impl IntoIterator<Item = S>,
+    ) {
         let mut by_source = self
             .by_source
             .lock()
@@ -223,15 +272,18 @@ impl ServiceTable {
         let previous = self.merged.load();
         let services = services
             .into_iter()
-            .map(|mut service| {
-                if let Some(old) = previous.by_id.get(&service.id) {
-                    service.health = Arc::clone(&old.health);
-                    if old.upstreams == service.upstreams {
-                        service.preferred = Arc::clone(&old.preferred);
-                    }
+            .map(|spec| {
+                let spec: ServiceSpec = spec.into();
+                let old = previous.by_id.get(&spec.id);
+                Service {
+                    source,
+                    health: old.map(|old| Arc::clone(&old.health)).unwrap_or_default(),
+                    preferred: old
+                        .filter(|old| old.upstreams == spec.upstreams)
+                        .map(|old| Arc::clone(&old.preferred))
+                        .unwrap_or_default(),
+                    spec,
                 }
-                service.source = source;
-                service
             })
             .collect();
         by_source.insert(source, services);
@@ -321,19 +373,16 @@ impl ServiceTable {
 mod tests {
     use super::*;
 
-    fn service(id: &str, upstream: &str) -> Service {
-        Service {
+    fn service(id: &str, upstream: &str) -> ServiceSpec {
+        ServiceSpec {
             id: id.to_owned(),
             service_type: "generic".to_owned(),
             upstreams: vec![url::Url::parse(upstream).expect("url")],
             fail_closed: false,
             labels: BTreeMap::new(),
             access: Access::SignedIn,
-            source: Source::Static,
-            health: Arc::default(),
             aliases: Vec::new(),
             availability: Availability::Ready,
-            preferred: Arc::default(),
         }
     }
 
@@ -352,7 +401,7 @@ mod tests {
         assert_eq!(a.source, Source::Static);
         assert_eq!(a.primary_upstream(), "http://static:1");
         assert_eq!(table.get("b").expect("b").source, Source::Docker);
-        table.replace_source(Source::Docker, Vec::new());
+        table.replace_source(Source::Docker, Vec::<ServiceSpec>::new());
         assert_eq!(table.ids(), vec!["a".to_owned()]);
     }
 
@@ -393,22 +442,30 @@ mod tests {
             .push(url::Url::parse("http://x:2").expect("url"));
         s.upstreams
             .push(url::Url::parse("http://x:3").expect("url"));
-        s.remember(1);
-        let order: Vec<usize> = s.upstream_order().map(|(i, _)| i).collect();
-        assert_eq!(order, vec![1, 2, 0]);
         let table = ServiceTable::default();
         table.replace_source(Source::Static, vec![s.clone()]);
-        table.replace_source(Source::Static, vec![s]);
-        let order: Vec<usize> = table
-            .get("a")
-            .expect("a")
-            .upstream_order()
-            .map(|(i, _)| i)
-            .collect();
+        let order = |table: &ServiceTable| -> Vec<usize> {
+            table
+                .get("a")
+                .expect("a")
+                .upstream_order()
+                .map(|(i, _)| i)
+                .collect()
+        };
+        table.get("a").expect("a").remember(1);
+        assert_eq!(order(&table), vec![1, 2, 0]);
+        table.replace_source(Source::Static, vec![s.clone()]);
         assert_eq!(
-            order,
+            order(&table),
             vec![1, 2, 0],
             "kept across an identical redeclaration"
+        );
+        s.upstreams.pop();
+        table.replace_source(Source::Static, vec![s]);
+        assert_eq!(
+            order(&table),
+            vec![0, 1],
+            "forgotten when the upstreams change"
         );
     }
 

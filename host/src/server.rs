@@ -437,7 +437,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let discovery = docker::spawn(
         config.docker.clone(),
         Arc::clone(&services),
-        Arc::clone(proxy.plugins()),
+        Arc::<PluginRegistry>::clone(proxy.plugins()),
     );
     let config_watch = match &config_path {
         Some(path) => Some(watch_config(path.clone(), &config, &proxy)?),

@@ -13,11 +13,13 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use futures_util::StreamExt as _;
 
 use crate::config::{DockerConfig, DockerMode};
-use crate::plugin::PluginRegistry;
+use crate::registry::rules::{self, Rules, TypeHints};
+use crate::registry::workload::Workload;
 use crate::registry::{ServiceTable, Source};
 
-pub use container::{COMPOSE_SERVICE, ENABLE};
-use container::{Container, Rules, TypeHint};
+pub use container::COMPOSE_SERVICE;
+use container::Container;
+pub use rules::ENABLE;
 
 /// How long one Docker API call may take before the engine counts as unreachable.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +61,7 @@ impl Drop for Discovery {
 pub fn spawn(
     config: DockerConfig,
     table: Arc<ServiceTable>,
-    plugins: Arc<PluginRegistry>,
+    plugins: Arc<dyn TypeHints>,
 ) -> Option<Discovery> {
     if config.enabled == DockerMode::Off {
         tracing::info!("Docker discovery is off");
@@ -72,7 +74,7 @@ pub fn spawn(
 
 /// Connects, synchronises and follows events, forever. An outage is logged once; Docker's
 /// services stay as last seen until the engine is back and a full resync replaces them.
-async fn run(config: DockerConfig, table: Arc<ServiceTable>, plugins: Arc<PluginRegistry>) {
+async fn run(config: DockerConfig, table: Arc<ServiceTable>, plugins: Arc<dyn TypeHints>) {
     let mut backoff = FIRST_BACKOFF;
     let mut ever_connected = false;
     let mut outage_reported = false;
@@ -83,7 +85,7 @@ async fn run(config: DockerConfig, table: Arc<ServiceTable>, plugins: Arc<Plugin
                 ever_connected = true;
                 outage_reported = false;
                 backoff = FIRST_BACKOFF;
-                let mut follower = Follower::new(&config, docker, endpoint, &table, &plugins);
+                let mut follower = Follower::new(&config, docker, endpoint, &table, &*plugins);
                 let err = follower.follow().await;
                 tracing::warn!(error = %err, "Docker discovery lost the engine; reconnecting with backoff");
             }
@@ -152,7 +154,7 @@ struct Follower<'a> {
     docker: Docker,
     endpoint: String,
     table: &'a ServiceTable,
-    plugins: &'a PluginRegistry,
+    plugins: &'a dyn TypeHints,
     containers: HashMap<String, Container>,
     /// Portico's own container (id, networks), when it runs in one.
     own: Option<(String, Vec<String>)>,
@@ -164,7 +166,7 @@ impl<'a> Follower<'a> {
         docker: Docker,
         endpoint: String,
         table: &'a ServiceTable,
-        plugins: &'a PluginRegistry,
+        plugins: &'a dyn TypeHints,
     ) -> Self {
         Self {
             config,
@@ -334,19 +336,7 @@ impl<'a> Follower<'a> {
 
     /// Turns the containers into services and hands them to the table.
     fn publish(&self) {
-        let hints: Vec<TypeHint> = self
-            .plugins
-            .plugins()
-            .iter()
-            .flat_map(|plugin| {
-                let info = plugin.info();
-                info.service_types.iter().map(|service_type| TypeHint {
-                    service_type: service_type.clone(),
-                    default_port: info.default_port,
-                    detect: info.detect.clone(),
-                })
-            })
-            .collect();
+        let hints = self.plugins.type_hints();
         let docker_host = endpoint_host(&self.endpoint);
         let published_hosts: Vec<String> = self
             .config
@@ -362,14 +352,17 @@ impl<'a> Follower<'a> {
             .as_ref()
             .map(|(_, n)| n.clone())
             .unwrap_or_default();
-        let mut containers: Vec<Container> = self.containers.values().cloned().collect();
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
-        let services = container::services(
-            &containers,
+        let mut workloads: Vec<Workload> = self
+            .containers
+            .values()
+            .map(|container| container.workload(&published_hosts))
+            .collect();
+        workloads.sort_by(|a, b| a.name.cmp(&b.name));
+        let services = rules::services(
+            &workloads,
             &Rules {
                 hints: &hints,
                 address_order: &self.config.address_order,
-                published_hosts: &published_hosts,
                 own_networks: &own_networks,
             },
         );

@@ -1,18 +1,16 @@
 //! Services declared in the configuration file, and the watch that reloads the file.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use crate::config::{Config, ServiceAuth, parse_upstream};
+use std::path::{Path, PathBuf};
 
-use super::{Access, Availability, Service, Source};
+use super::{Access, Availability, ServiceSpec};
 
 /// The services of a (validated) configuration.
-pub fn services(config: &Config) -> Vec<Service> {
+pub fn services(config: &Config) -> Vec<ServiceSpec> {
     config
         .services
         .iter()
-        .map(|service| Service {
+        .map(|service| ServiceSpec {
             id: service.id.clone(),
             service_type: service.service_type.clone(),
             // Validation already parsed every URL; a failure here cannot happen, and is skipped.
@@ -28,11 +26,8 @@ pub fn services(config: &Config) -> Vec<Service> {
                 (ServiceAuth::Forward, Some(users)) => Access::Users(users.as_slice().into()),
                 (ServiceAuth::Forward, None) => Access::SignedIn,
             },
-            source: Source::Static,
-            health: Arc::default(),
             aliases: Vec::new(),
             availability: Availability::Ready,
-            preferred: Arc::default(),
         })
         .collect()
 }

@@ -1,22 +1,13 @@
-//! What Portico keeps of a container, and the pure rules that turn labelled containers into
-//! services: id and aliases, type, port, availability and the address candidates.
+//! What Portico keeps of a container, and how it reads as a neutral [`Workload`] for the
+//! shared rules.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 
-use crate::config::{AddressKind, validate_id};
-use crate::registry::{Access, Availability, Service, Source};
-
-/// The label that opts a container in.
-pub const ENABLE: &str = "portico.enable";
-const TYPE: &str = "portico.type";
-const PORT: &str = "portico.port";
-const NETWORK: &str = "portico.network";
-const ID: &str = "portico.id";
-const AUTH: &str = "portico.auth";
-const ALLOW_USERS: &str = "portico.allow_users";
+use crate::registry::Source;
+use crate::registry::rules::ENABLE;
+use crate::registry::workload::{Address, Readiness, Workload};
 /// The label Docker Compose puts on every container of a service.
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
@@ -154,302 +145,71 @@ fn tcp_port(text: &str) -> Option<u16> {
     (protocol == "tcp").then(|| port.parse().ok()).flatten()
 }
 
-/// What one plugin says about detecting its framework.
-#[derive(Debug, Clone)]
-pub struct TypeHint {
-    pub service_type: String,
-    pub default_port: Option<u16>,
-    /// Substrings of an image name or command line (`"streamlit"`, `"flask run"`).
-    pub detect: Vec<String>,
-}
-
-/// Everything besides the containers that the rules need.
-#[derive(Debug, Clone)]
-pub struct Rules<'a> {
-    pub hints: &'a [TypeHint],
-    pub address_order: &'a [AddressKind],
-    /// Hosts for published ports, `docker-host` already resolved.
-    pub published_hosts: &'a [String],
-    /// The networks of the container Portico runs in; empty outside a container.
-    pub own_networks: &'a [String],
-}
-
-/// The services the containers make, sorted by id. A `portico.id` that several containers
-/// carry becomes an (ambiguous) alias of each, and each is known by its name instead.
-pub fn services(containers: &[Container], rules: &Rules<'_>) -> Vec<Service> {
-    let mut friendly: HashMap<&str, usize> = HashMap::new();
-    for container in containers {
-        if let Some(id) = friendly_id(container) {
-            *friendly.entry(id).or_default() += 1;
-        }
-    }
-    let mut services: Vec<Service> = containers
-        .iter()
-        .map(|container| {
-            let unique_friendly =
-                friendly_id(container).filter(|id| friendly.get(id).copied() == Some(1));
-            service(container, unique_friendly, rules)
-        })
-        .collect();
-    services.sort_by(|a, b| a.id.cmp(&b.id));
-    services
-}
-
-fn friendly_id(container: &Container) -> Option<&str> {
-    let id = container.labels.get(ID)?;
-    match validate_id(id) {
-        Ok(()) => Some(id.as_str()),
-        Err(why) => {
-            tracing::debug!(container = %container.name, %why, "portico.id ignored");
-            None
-        }
-    }
-}
-
-fn service(container: &Container, id: Option<&str>, rules: &Rules<'_>) -> Service {
-    let id = id.map_or_else(|| container.name.clone(), str::to_owned);
-    let mut aliases: Vec<String> = [
-        Some(container.id.as_str()),
-        Some(container.short_id()),
-        Some(container.name.as_str()),
-        container.labels.get(ID).map(String::as_str),
-        container.labels.get(COMPOSE_SERVICE).map(String::as_str),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|alias| *alias != id && validate_id(alias).is_ok())
-    .map(str::to_owned)
-    .collect();
-    aliases.sort();
-    aliases.dedup();
-    let service_type = service_type(container, rules.hints);
-    let port = port(container, &service_type, rules.hints);
-    let (upstreams, unreachable) = match port {
-        Ok(port) => match candidates(container, port, rules) {
-            Ok(upstreams) => (upstreams, None),
-            Err(why) => (Vec::new(), Some(why)),
-        },
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let availability = if !container.running {
-        Availability::Unavailable(format!(
-            "container {} is not running: {}",
-            container.name, container.state
-        ))
-    } else if let Some(why) = unreachable {
-        Availability::Unavailable(format!("container {}: {why}", container.name))
-    } else if container.health.as_deref() == Some("starting") {
-        Availability::Starting
-    } else {
-        Availability::Ready
-    };
-    let mut labels: BTreeMap<String, String> = container
-        .labels
-        .iter()
-        .filter(|(key, _)| key.starts_with("portico."))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    labels.insert("docker.container".to_owned(), container.name.clone());
-    Service {
-        access: access(container),
-        id,
-        service_type,
-        upstreams,
-        fail_closed: false,
-        labels,
-        source: Source::Docker,
-        health: Arc::default(),
-        aliases,
-        availability,
-        preferred: Arc::default(),
-    }
-}
-
-/// `portico.auth` and `portico.allow_users` (comma-separated). Whatever is unclear closes:
-/// an unknown `portico.auth` value keeps authentication, an empty user list lets nobody in, and
-/// a user list wins over `portico.auth=none`.
-fn access(container: &Container) -> Access {
-    let opted_out = match container.labels.get(AUTH).map(|value| value.trim()) {
-        None | Some("forward") => false,
-        Some("none") => true,
-        Some(other) => {
-            tracing::warn!(container = %container.name, value = %other, "portico.auth must be \"none\" or \"forward\"; the container keeps authentication");
-            false
-        }
-    };
-    let Some(list) = container.labels.get(ALLOW_USERS) else {
-        return if opted_out {
-            Access::Open
-        } else {
-            Access::SignedIn
-        };
-    };
-    let users: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|user| !user.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if users.is_empty() {
-        tracing::warn!(container = %container.name, "portico.allow_users is empty: nobody may open the container");
-    }
-    if opted_out {
-        tracing::warn!(container = %container.name, "portico.allow_users with portico.auth=none: the user list applies");
-    }
-    Access::Users(users.into())
-}
-
-/// `portico.type`, else the plugin whose hint is the longest match in the image or command
-/// (the most specific one: `flask run` before `flask`), else `generic`.
-fn service_type(container: &Container, hints: &[TypeHint]) -> String {
-    if let Some(declared) = container.labels.get(TYPE).filter(|t| !t.is_empty()) {
-        return declared.clone();
-    }
-    let haystack = format!("{} {}", container.image, container.command).to_lowercase();
-    hints
-        .iter()
-        .flat_map(|hint| hint.detect.iter().map(move |needle| (needle, hint)))
-        .filter(|(needle, _)| !needle.is_empty() && haystack.contains(&needle.to_lowercase()))
-        .max_by_key(|(needle, _)| needle.len())
-        .map_or_else(
-            || "generic".to_owned(),
-            |(_, hint)| hint.service_type.clone(),
-        )
-}
-
-/// `portico.port`, else the plugin's default port, else the lowest exposed port.
-fn port(container: &Container, service_type: &str, hints: &[TypeHint]) -> Result<u16, String> {
-    if let Some(text) = container.labels.get(PORT) {
-        return text
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|port| *port > 0)
-            .ok_or_else(|| format!("the portico.port label {text:?} is not a port"));
-    }
-    let default = hints
-        .iter()
-        .find(|hint| hint.service_type == service_type)
-        .and_then(|hint| hint.default_port);
-    default
-        .or_else(|| container.exposed.first().copied())
-        .ok_or_else(|| "no port: set the portico.port label or expose the app's port".to_owned())
-}
-
-/// The base URLs to try, in the configured order.
-fn candidates(
-    container: &Container,
-    port: u16,
-    rules: &Rules<'_>,
-) -> Result<Vec<url::Url>, String> {
-    let mut urls: Vec<String> = Vec::new();
-    for kind in rules.address_order {
-        match kind {
-            AddressKind::Network => {
-                if let Some(attachment) = chosen_network(container, rules.own_networks)? {
-                    urls.push(format!("http://{}:{port}", host_in_url(&attachment.ip)));
-                }
-            }
-            AddressKind::ComposeService => {
-                if let Some(service) = container.labels.get(COMPOSE_SERVICE)
-                    && validate_id(service).is_ok()
-                {
-                    urls.push(format!("http://{service}:{port}"));
-                }
-            }
-            AddressKind::Published => {
-                for (_, host_ip, host_port) in
-                    container.published.iter().filter(|(p, _, _)| *p == port)
-                {
-                    if matches!(host_ip.as_str(), "" | "0.0.0.0" | "::") {
-                        for host in rules.published_hosts {
-                            urls.push(format!("http://{}:{host_port}", host_in_url(host)));
-                        }
-                    } else {
-                        urls.push(format!("http://{}:{host_port}", host_in_url(host_ip)));
-                    }
-                }
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    let upstreams: Vec<url::Url> = urls
-        .into_iter()
-        .filter(|url| seen.insert(url.clone()))
-        .filter_map(|url| url::Url::parse(&url).ok())
-        .collect();
-    if upstreams.is_empty() {
-        return Err(format!(
-            "no address to reach port {port}: no network IP, compose service or published port"
-        ));
-    }
-    Ok(upstreams)
-}
-
-/// The network whose IP is used: `portico.network` (a compose project's prefix may be left
-/// out), else one Portico's own container shares, else the first with an IP.
-fn chosen_network<'c>(
-    container: &'c Container,
-    own_networks: &[String],
-) -> Result<Option<&'c Attachment>, String> {
-    let with_ip = |a: &&Attachment| !a.ip.is_empty();
-    if let Some(wanted) = container.labels.get(NETWORK) {
-        let suffix = format!("_{wanted}");
-        let found = container
+impl Container {
+    /// The container as a neutral workload. A published port bound to every interface is
+    /// reachable at each of `published_hosts`.
+    pub fn workload(&self, published_hosts: &[String]) -> Workload {
+        let mut addresses: Vec<Address> = self
             .networks
             .iter()
-            .find(|a| a.network == *wanted)
-            .or_else(|| {
-                container
-                    .networks
-                    .iter()
-                    .find(|a| a.network.ends_with(&suffix))
-            });
-        return match found {
-            Some(attachment) => Ok(Some(attachment).filter(with_ip)),
-            None => Err(format!(
-                "the portico.network label names {wanted:?}, a network the container is not attached to"
-            )),
+            .map(|attachment| Address::Network {
+                network: attachment.network.clone(),
+                ip: attachment.ip.clone(),
+            })
+            .collect();
+        addresses.extend(
+            self.labels
+                .get(COMPOSE_SERVICE)
+                .map(|service| Address::Name(service.clone())),
+        );
+        for (target, host_ip, port) in &self.published {
+            let hosts: &[String] = if matches!(host_ip.as_str(), "" | "0.0.0.0" | "::") {
+                published_hosts
+            } else {
+                std::slice::from_ref(host_ip)
+            };
+            addresses.extend(hosts.iter().map(|host| Address::Published {
+                host: host.clone(),
+                port: *port,
+                target: *target,
+            }));
+        }
+        let readiness = if !self.running {
+            Readiness::Stopped(self.state.clone())
+        } else if self.health.as_deref() == Some("starting") {
+            Readiness::Starting
+        } else {
+            Readiness::Ready
         };
-    }
-    let shared = container
-        .networks
-        .iter()
-        .filter(with_ip)
-        .find(|a| own_networks.contains(&a.network));
-    if shared.is_some() || !own_networks.is_empty() {
-        // Inside a container, only a shared network's IP is reachable.
-        return Ok(shared);
-    }
-    Ok(container.networks.iter().find(with_ip))
-}
-
-/// An IPv6 literal needs brackets in a URL.
-fn host_in_url(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+        Workload {
+            source: Source::Docker,
+            uid: self.id.clone(),
+            name: self.name.clone(),
+            aliases: [
+                Some(self.short_id()),
+                self.labels.get(COMPOSE_SERVICE).map(String::as_str),
+            ]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect(),
+            labels: self.labels.clone(),
+            facts: [("docker.container".to_owned(), self.name.clone())].into(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            ports: self.exposed.clone(),
+            addresses,
+            readiness,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hints() -> Vec<TypeHint> {
-        let hint = |t: &str, port: Option<u16>, detect: &[&str]| TypeHint {
-            service_type: t.to_owned(),
-            default_port: port,
-            detect: detect.iter().map(|d| (*d).to_owned()).collect(),
-        };
-        vec![
-            hint("streamlit", Some(8501), &["streamlit"]),
-            hint("fastapi", Some(8000), &["uvicorn", "fastapi"]),
-            hint("flask", Some(5000), &["flask run", "flask", "gunicorn"]),
-            hint("generic", None, &[]),
-        ]
-    }
+    use crate::config::AddressKind;
+    use crate::registry::rules::{self, ID, Rules};
+    use crate::registry::{Availability, ServiceSpec};
 
     fn container(name: &str, labels: &[(&str, &str)]) -> Container {
         Container {
@@ -476,39 +236,64 @@ mod tests {
                 },
             ],
             exposed: vec![8080, 9090],
-            published: vec![(8080, "0.0.0.0".to_owned(), 32768)],
+            published: vec![
+                (8080, "0.0.0.0".to_owned(), 32768),
+                (9090, "10.0.0.1".to_owned(), 32769),
+            ],
         }
     }
 
-    const ORDER: [AddressKind; 3] = [
-        AddressKind::Network,
-        AddressKind::ComposeService,
-        AddressKind::Published,
-    ];
-
-    fn build(containers: &[Container], own: &[String]) -> Vec<Service> {
-        let hints = hints();
-        let hosts = vec!["127.0.0.1".to_owned()];
-        services(
-            containers,
+    fn build(container: &Container) -> ServiceSpec {
+        let hosts = vec!["127.0.0.1".to_owned(), "h2".to_owned()];
+        let mut services = rules::services(
+            &[container.workload(&hosts)],
             &Rules {
-                hints: &hints,
-                address_order: &ORDER,
-                published_hosts: &hosts,
-                own_networks: own,
+                hints: &[],
+                address_order: &[
+                    AddressKind::Network,
+                    AddressKind::ComposeService,
+                    AddressKind::Published,
+                ],
+                own_networks: &[],
             },
-        )
-    }
-
-    fn urls(service: &Service) -> Vec<&str> {
-        service.upstreams.iter().map(url::Url::as_str).collect()
+        );
+        services.remove(0)
     }
 
     #[test]
-    fn ids_aliases_and_candidates() {
+    fn a_container_reads_as_a_workload() {
+        let c = container("shop", &[(COMPOSE_SERVICE, "web")]);
+        let w = c.workload(&["127.0.0.1".to_owned(), "h2".to_owned()]);
+        assert_eq!(w.source, Source::Docker);
+        assert_eq!(w.uid, c.id);
+        assert_eq!(w.aliases, vec![c.id[..12].to_owned(), "web".to_owned()]);
+        assert_eq!(w.ports, vec![8080, 9090]);
+        let published = |host: &str, port, target| Address::Published {
+            host: host.to_owned(),
+            port,
+            target,
+        };
+        assert_eq!(
+            w.addresses[2..],
+            [
+                Address::Name("web".to_owned()),
+                published("127.0.0.1", 32768, 8080),
+                published("h2", 32768, 8080),
+                published("10.0.0.1", 32769, 9090),
+            ],
+            "a wildcard binding is reachable at every published host, a bound one at its IP"
+        );
+        assert_eq!(
+            w.facts.get("docker.container").map(String::as_str),
+            Some("shop")
+        );
+        assert_eq!(w.readiness, Readiness::Ready);
+    }
+
+    #[test]
+    fn a_container_becomes_a_service() {
         let c = container("shop", &[(COMPOSE_SERVICE, "web"), (ID, "store")]);
-        let services = build(std::slice::from_ref(&c), &[]);
-        let s = &services[0];
+        let s = build(&c);
         assert_eq!(s.id, "store");
         let mut expected = vec![
             c.id.clone(),
@@ -518,133 +303,33 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(s.aliases, expected);
-        assert_eq!(s.service_type, "generic");
         assert_eq!(
-            urls(s),
+            s.upstreams.iter().map(url::Url::as_str).collect::<Vec<_>>(),
             vec![
                 "http://172.17.0.2:8080/",
                 "http://web:8080/",
-                "http://127.0.0.1:32768/"
+                "http://127.0.0.1:32768/",
+                "http://h2:32768/"
             ],
-            "lowest exposed port; first network; compose name; published port"
         );
-        assert_eq!(s.availability, Availability::Ready);
         assert_eq!(
-            s.labels.get("portico.id").map(String::as_str),
-            Some("store")
+            s.labels.get("docker.container").map(String::as_str),
+            Some("shop")
         );
     }
 
     #[test]
-    fn shared_friendly_ids_become_ambiguous_aliases() {
-        let a = container("a1", &[(ID, "same")]);
-        let b = container("b1", &[(ID, "same")]);
-        let services = build(&[a, b], &[]);
-        assert_eq!(
-            services.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-            vec!["a1", "b1"]
-        );
-        assert!(
-            services
-                .iter()
-                .all(|s| s.aliases.contains(&"same".to_owned()))
-        );
-    }
-
-    #[test]
-    fn type_from_label_or_hints() {
-        let mut c = container("st", &[]);
-        c.command = "streamlit run app.py --server.port 8501".to_owned();
-        let s = &build(&[c.clone()], &[])[0];
-        assert_eq!(s.service_type, "streamlit");
-        assert_eq!(
-            s.upstreams[0].port(),
-            Some(8501),
-            "the plugin's default port"
-        );
-        c.command = "flask run --host 0.0.0.0".to_owned();
-        c.image = "python:3.12".to_owned();
-        assert_eq!(build(&[c.clone()], &[])[0].service_type, "flask");
-        c.labels.insert(TYPE.to_owned(), "fastapi".to_owned());
-        c.labels.insert(PORT.to_owned(), "9090".to_owned());
-        let s = &build(&[c], &[])[0];
-        assert_eq!(s.service_type, "fastapi");
-        assert_eq!(
-            s.upstreams[0].port(),
-            Some(9090),
-            "the label beats the default"
-        );
-    }
-
-    #[test]
-    fn network_label_and_own_networks() {
-        let c = container("n", &[(NETWORK, "back")]);
-        assert_eq!(
-            urls(&build(&[c], &[])[0])[0],
-            "http://172.20.0.3:8080/",
-            "compose prefix may be left out"
-        );
-        let c = container("n", &[]);
-        assert_eq!(
-            urls(&build(std::slice::from_ref(&c), &["proj_back".to_owned()])[0])[0],
-            "http://172.20.0.3:8080/",
-            "the network Portico shares"
-        );
-        let none_shared = build(&[c], &["elsewhere".to_owned()]);
-        assert_eq!(
-            urls(&none_shared[0])[0],
-            "http://127.0.0.1:32768/",
-            "no unreachable IP"
-        );
-        let wrong = container("w", &[(NETWORK, "nowhere")]);
-        assert!(
-            matches!(&build(&[wrong], &[])[0].availability, Availability::Unavailable(why) if why.contains("nowhere"))
-        );
-    }
-
-    #[test]
-    fn availability_follows_state_and_health() {
+    fn state_and_health_give_readiness() {
         let mut c = container("h", &[]);
         c.health = Some("starting".to_owned());
-        assert_eq!(
-            build(&[c.clone()], &[])[0].availability,
-            Availability::Starting
-        );
+        assert_eq!(build(&c).availability, Availability::Starting);
         c.health = Some("healthy".to_owned());
-        assert_eq!(
-            build(&[c.clone()], &[])[0].availability,
-            Availability::Ready
-        );
+        assert_eq!(build(&c).availability, Availability::Ready);
         c.running = false;
         c.state = "exited (code 0)".to_owned();
-        assert!(
-            matches!(&build(&[c.clone()], &[])[0].availability, Availability::Unavailable(why) if why.contains("exited"))
-        );
-        let mut bad = container("p", &[(PORT, "http")]);
-        bad.exposed.clear();
-        assert!(
-            matches!(&build(&[bad], &[])[0].availability, Availability::Unavailable(why) if why.contains("portico.port"))
-        );
-    }
-
-    #[test]
-    fn access_from_labels_fails_closed() {
-        let access =
-            |labels: &[(&str, &str)]| build(&[container("a", labels)], &[])[0].access.clone();
-        assert_eq!(access(&[]), Access::SignedIn);
-        assert_eq!(access(&[(AUTH, "none")]), Access::Open);
-        assert_eq!(access(&[(AUTH, "forward")]), Access::SignedIn);
-        assert_eq!(access(&[(AUTH, "off")]), Access::SignedIn, "unknown: kept");
-        let users = |list: &[&str]| Access::Users(list.iter().map(|u| (*u).to_owned()).collect());
         assert_eq!(
-            access(&[(ALLOW_USERS, " alice, bob ,,")]),
-            users(&["alice", "bob"])
-        );
-        assert_eq!(access(&[(ALLOW_USERS, " ")]), users(&[]), "empty: nobody");
-        assert_eq!(
-            access(&[(ALLOW_USERS, "alice"), (AUTH, "none")]),
-            users(&["alice"]),
-            "the list wins over the opt-out"
+            build(&c).availability,
+            Availability::Unavailable("container h is not running: exited (code 0)".to_owned())
         );
     }
 

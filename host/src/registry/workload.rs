@@ -1,0 +1,68 @@
+//! A workload as a discovery provider describes it, in no provider's terms: what the shared
+//! rules in [`rules`](super::rules) need to turn it into a service.
+//!
+//! Docker fills one per labelled container; a Swarm or Kubernetes provider would fill one per
+//! task or per Service. Nothing here is runtime state: the table owns that.
+
+use std::collections::BTreeMap;
+
+use super::Source;
+
+/// One unit a provider can route to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Where it was discovered; also names it in reasons ("container web is not running").
+    pub source: Source,
+    /// The provider's own id (a container id, a Kubernetes uid): unique, always an alias.
+    pub uid: String,
+    /// Its name in the provider (a container name): the service id unless `portico.id` says
+    /// otherwise, and an alias when it does.
+    pub name: String,
+    /// Further names that address it in `/proxy/{x}/` (a short id, a compose service).
+    pub aliases: Vec<String>,
+    /// Labels in the `portico.*` namespace and any other the provider saw; the rules read
+    /// `portico.*` and pass those on to the plugin.
+    pub labels: BTreeMap<String, String>,
+    /// Provider facts passed to the plugin as labels besides `portico.*`
+    /// (`docker.container`).
+    pub facts: BTreeMap<String, String>,
+    /// The image it runs, for type detection.
+    pub image: String,
+    /// Its command line, for type detection.
+    pub command: String,
+    /// The TCP ports it declares (exposed ports), sorted: the last resort for the port.
+    pub ports: Vec<u16>,
+    /// The ways to reach it, in the provider's order within each kind.
+    pub addresses: Vec<Address>,
+    /// Whether it can take requests, as far as the provider knows.
+    pub readiness: Readiness,
+}
+
+/// One way to reach a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// An IP on a named network, where every port of the workload answers; the IP is empty
+    /// while the workload is not running.
+    Network { network: String, ip: String },
+    /// A DNS name that resolves to the workload on a shared network (a compose service, a
+    /// Kubernetes Service), where its ports answer under their own numbers.
+    Name(String),
+    /// A host port that forwards to the workload's port `target` (a published port, a
+    /// NodePort).
+    Published {
+        host: String,
+        port: u16,
+        target: u16,
+    },
+}
+
+/// What the provider knows of a workload's readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Running, and its health check (if any) passed.
+    Ready,
+    /// Running, but its health check has not passed yet.
+    Starting,
+    /// Not running; the text is its state, for people ("exited (code 137)").
+    Stopped(String),
+}
