@@ -76,6 +76,9 @@ pub struct Config {
     /// The admin listener: metrics and the full service listing, off the public port.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Passive health of upstreams: when a failing one is ejected.
+    #[serde(default)]
+    pub balance: BalanceConfig,
     /// Forward authentication: who may open which service.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -90,8 +93,19 @@ pub struct ServiceConfig {
     /// The service type, which picks the plugin; unknown types use the generic plugin.
     #[serde(rename = "type", default = "default_type")]
     pub service_type: String,
-    /// Upstream base URLs, tried in order.
+    /// Upstream base URLs: each is a replica of the service.
     pub upstreams: Vec<String>,
+    /// How requests are spread over the upstreams.
+    #[serde(default)]
+    pub balance: crate::registry::Balance,
+    /// Pin each browser session to one upstream with a cookie; by default on for the
+    /// frameworks that keep session state in one process (Streamlit, Dash, Panel, Gradio…).
+    #[serde(default)]
+    pub sticky: Option<bool>,
+    /// A path that answers 2xx once the app is ready: an upstream takes traffic only after it
+    /// did, probed with backoff.
+    #[serde(default)]
+    pub health_path: Option<String>,
     /// Answer 502 instead of using the generic behaviour when the plugin fails.
     #[serde(default)]
     pub fail_closed: bool,
@@ -275,6 +289,50 @@ impl Default for Retry {
 impl Retry {
     pub fn budget(&self) -> Duration {
         Duration::from_millis(self.budget_ms)
+    }
+}
+
+/// The `[balance]` section: outlier ejection of the replicas of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceConfig {
+    /// Connection failures in a row that eject a replica from its service's rotation.
+    pub eject_after_failures: u32,
+    /// How long the first ejection lasts; each further one without a success in between
+    /// doubles it.
+    pub eject_ms: u64,
+    /// The longest ejection.
+    pub max_eject_ms: u64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        let outliers = crate::registry::balance::Outliers::default();
+        Self {
+            eject_after_failures: outliers.failures,
+            eject_ms: u64::try_from(outliers.base.as_millis()).unwrap_or(u64::MAX),
+            max_eject_ms: u64::try_from(outliers.max.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl BalanceConfig {
+    /// The settings in the form the balancer uses.
+    pub fn outliers(&self) -> crate::registry::balance::Outliers {
+        crate::registry::balance::Outliers {
+            failures: self.eject_after_failures,
+            base: Duration::from_millis(self.eject_ms),
+            max: Duration::from_millis(self.max_eject_ms.max(self.eject_ms)),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.eject_after_failures == 0 || self.eject_ms == 0 {
+            return Err(
+                "balance.eject_after_failures and balance.eject_ms must be above 0".to_owned(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -768,6 +826,7 @@ impl Default for Config {
             retry: Retry::default(),
             proxy: ProxyConfig::default(),
             docker: DockerConfig::default(),
+            balance: BalanceConfig::default(),
             client: ClientConfig::default(),
             admin: AdminConfig::default(),
             auth: AuthConfig::default(),
@@ -850,6 +909,14 @@ impl Config {
                 parse_upstream(upstream)
                     .map_err(|why| format!("service {:?}: {why}", service.id))?;
             }
+            if let Some(path) = &service.health_path
+                && (!path.starts_with('/') || path.contains(['?', '#', ' ']))
+            {
+                return Err(format!(
+                    "service {:?}: health_path {path:?} must be a path starting with /",
+                    service.id
+                ));
+            }
             validate_access(service, &self.auth)?;
         }
         if let Some(admin) = self.admin.listen
@@ -893,6 +960,7 @@ impl Config {
             return Err("retry.max_backoff_ms is below retry.initial_backoff_ms".to_owned());
         }
         self.client.validate()?;
+        self.balance.validate()?;
         self.docker.validate()
     }
 }

@@ -197,6 +197,8 @@ struct Live {
     client: ClientConfig,
     /// Forward authentication, when on.
     auth: Option<Arc<auth::Auth>>,
+    /// When a failing replica is ejected.
+    outliers: crate::registry::balance::Outliers,
 }
 
 impl Live {
@@ -212,6 +214,7 @@ impl Live {
             proxy: config.proxy.clone(),
             client: config.client.clone(),
             auth,
+            outliers: config.balance.outliers(),
         }
     }
 }
@@ -274,6 +277,8 @@ struct Context {
     prefixed: bool,
     /// Who the auth service said the caller is, when it was asked.
     identity: Option<Arc<auth::Identity>>,
+    /// The replica the request's affinity cookie names (its tag), for a sticky service.
+    pinned: Option<String>,
 }
 
 impl Context {
@@ -416,10 +421,10 @@ impl Proxy {
         } else {
             None
         };
-        let unavailable = match &target.service.availability {
+        let unavailable = match target.service.current_availability() {
             Availability::Ready => None,
             Availability::Starting => Some("its health check has not passed yet".to_owned()),
-            Availability::Unavailable(reason) => Some(reason.clone()),
+            Availability::Unavailable(reason) => Some(reason),
         };
         if let Some(reason) = unavailable {
             let err = ProxyError::Unavailable {
@@ -455,7 +460,16 @@ impl Proxy {
             .as_ref()
             .filter(|identity| identity.sets_cookies())
             .cloned();
+        let pinned = if target.service.sticky {
+            headers::cookie(
+                request.headers(),
+                &crate::registry::replica_cookie(&target.service.id),
+            )
+        } else {
+            None
+        };
         let ctx = Context {
+            pinned,
             service: target.service,
             plugin,
             request: plugin_request,

@@ -5,7 +5,9 @@
 //! [`workload::Workload`]s that the shared [`rules`] turn into specs. The table adds the runtime
 //! state it owns, making a [`Service`].
 
+pub mod balance;
 pub mod docker;
+mod probe;
 pub mod rules;
 pub mod r#static;
 pub mod workload;
@@ -16,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+use balance::{Attempt, Outliers, ReplicaState};
+pub use balance::{Balance, Replica};
 
 /// Where a service was declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -121,8 +126,15 @@ pub struct ServiceSpec {
     pub id: String,
     /// The type, which picks the plugin.
     pub service_type: String,
-    /// Upstream base URLs, tried in order.
-    pub upstreams: Vec<url::Url>,
+    /// Its replicas, each with the base URLs that reach it.
+    pub replicas: Vec<Replica>,
+    /// How requests are spread over the replicas.
+    pub balance: Balance,
+    /// Pins each browser session to one replica with a cookie (frameworks that keep a
+    /// session's state in one process).
+    pub sticky: bool,
+    /// The path whose 2xx answer makes a probed replica ready.
+    pub health_path: Option<String>,
     /// Answer 502 when the plugin fails instead of using the generic behaviour.
     pub fail_closed: bool,
     /// Labels passed to the plugin.
@@ -137,6 +149,21 @@ pub struct ServiceSpec {
     pub availability: Availability,
 }
 
+impl ServiceSpec {
+    /// The primary upstream as text, for plugins and listings.
+    pub fn primary_upstream(&self) -> String {
+        self.upstreams()
+            .next()
+            .map(|url| url.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Every URL of every replica.
+    pub fn upstreams(&self) -> impl Iterator<Item = &url::Url> {
+        self.replicas.iter().flat_map(|replica| replica.urls.iter())
+    }
+}
+
 /// One service as the table holds it: the spec its provider declared, with the runtime state
 /// the table owns and carries over when the service is redeclared. It reads as its spec.
 #[derive(Debug, Clone)]
@@ -146,9 +173,13 @@ pub struct Service {
     pub source: Source,
     /// Observed status; carried over when the service is redeclared.
     pub health: Arc<Health>,
-    /// The index in `upstreams` that last answered, tried first next time; carried over when
-    /// the service is redeclared with the same upstreams.
-    preferred: Arc<AtomicUsize>,
+    /// The state of each replica, in the order of `replicas`; a replica keeps its state (by
+    /// key) when the service is redeclared.
+    states: Arc<[Arc<ReplicaState>]>,
+    /// Turns of round-robin and of least-requests ties.
+    turn: Arc<AtomicUsize>,
+    /// The affinity tag of each replica, in the order of `replicas`.
+    tags: Arc<[String]>,
 }
 
 impl std::ops::Deref for Service {
@@ -172,31 +203,74 @@ impl From<Service> for ServiceSpec {
     }
 }
 
+/// The name of the cookie that pins a browser session of service `id` to a replica.
+pub fn replica_cookie(id: &str) -> String {
+    format!("{REPLICA_COOKIE_PREFIX}{id}")
+}
+
+/// What every replica cookie's name starts with; they are never passed to apps.
+pub const REPLICA_COOKIE_PREFIX: &str = "portico_replica_";
+
 impl Service {
-    /// The primary upstream as text, for plugins and listings.
-    pub fn primary_upstream(&self) -> String {
-        self.upstreams
-            .first()
-            .map(|url| url.as_str().trim_end_matches('/').to_owned())
-            .unwrap_or_default()
+    /// Whether it can take requests now: the provider's view, and, when every replica is
+    /// waiting for its health path to answer, starting.
+    pub fn current_availability(&self) -> Availability {
+        match &self.spec.availability {
+            Availability::Ready if !self.states.iter().any(|state| state.is_ready()) => {
+                if self.replicas.is_empty() {
+                    Availability::Unavailable("it has no replica".to_owned())
+                } else {
+                    Availability::Starting
+                }
+            }
+            other => other.clone(),
+        }
     }
 
-    /// The upstreams with their indexes, starting with the one that last answered.
-    pub fn upstream_order(&self) -> impl Iterator<Item = (usize, &url::Url)> {
-        let len = self.upstreams.len();
-        let first = self
-            .preferred
-            .load(Ordering::Relaxed)
-            .min(len.saturating_sub(1));
-        (0..len).map(move |i| {
-            let index = (first + i) % len;
-            (index, &self.upstreams[index])
-        })
+    /// The attempts of one round of a request, best first. `pinned` is the affinity tag
+    /// the request carried.
+    pub fn attempts(&self, pinned: Option<&str>) -> Vec<Attempt> {
+        let pinned = pinned.and_then(|tag| self.tags.iter().position(|t| t == tag));
+        let order = balance::order(
+            self.balance,
+            &self.states,
+            pinned,
+            &self.turn,
+            std::time::Instant::now(),
+        );
+        balance::attempts(&order, &self.states, |i| self.replicas[i].urls.len())
     }
 
-    /// Remembers that the upstream at `index` answered.
-    pub fn remember(&self, index: usize) {
-        self.preferred.store(index, Ordering::Relaxed);
+    /// The URL of an attempt.
+    pub fn url(&self, attempt: Attempt) -> &url::Url {
+        &self.replicas[attempt.replica].urls[attempt.url]
+    }
+
+    /// The affinity tag of a replica.
+    pub fn tag(&self, replica: usize) -> &str {
+        &self.tags[replica]
+    }
+
+    /// The runtime state of a replica.
+    pub fn state(&self, replica: usize) -> &Arc<ReplicaState> {
+        &self.states[replica]
+    }
+
+    /// Remembers that an attempt got an answer.
+    pub fn succeeded(&self, attempt: Attempt) {
+        self.states[attempt.replica].succeeded(attempt.url);
+    }
+
+    /// Records that an attempt could not connect, ejecting the replica when it keeps failing.
+    pub fn failed(&self, attempt: Attempt, outliers: &Outliers) {
+        if self.replicas.len() < 2 {
+            return;
+        }
+        if let Some(length) =
+            self.states[attempt.replica].failed(outliers, std::time::Instant::now())
+        {
+            tracing::info!(service = %self.id, replica = %self.replicas[attempt.replica].key, ejected_for = ?length, "replica ejected after connection failures");
+        }
     }
 }
 
@@ -227,7 +301,7 @@ pub struct ServiceTable {
     by_source: Mutex<BTreeMap<Source, Vec<Service>>>,
     merged: ArcSwap<Merged>,
     /// Bumped on every change, so requests held for a starting service wake up.
-    changed: tokio::sync::watch::Sender<u64>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// How long a request waits for a starting service, in milliseconds.
     hold_ms: AtomicU64,
 }
@@ -237,7 +311,7 @@ impl Default for ServiceTable {
         Self {
             by_source: Mutex::default(),
             merged: ArcSwap::default(),
-            changed: tokio::sync::watch::Sender::new(0),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             hold_ms: AtomicU64::new(u64::try_from(DEFAULT_HOLD.as_millis()).unwrap_or(30_000)),
         }
     }
@@ -275,13 +349,32 @@ impl ServiceTable {
             .map(|spec| {
                 let spec: ServiceSpec = spec.into();
                 let old = previous.by_id.get(&spec.id);
+                let states: Arc<[Arc<ReplicaState>]> = spec
+                    .replicas
+                    .iter()
+                    .map(|replica| {
+                        let kept = old.and_then(|old| {
+                            old.replicas
+                                .iter()
+                                .position(|r| r.key == replica.key && r.urls == replica.urls)
+                                .map(|i| Arc::clone(&old.states[i]))
+                        });
+                        kept.unwrap_or_else(|| {
+                            let probing = replica.probe && spec.health_path.is_some();
+                            let state = Arc::new(ReplicaState::new(probing));
+                            if let Some(path) = spec.health_path.as_deref().filter(|_| probing) {
+                                probe::spawn(self, &spec.id, replica, path, &state);
+                            }
+                            state
+                        })
+                    })
+                    .collect();
                 Service {
                     source,
                     health: old.map(|old| Arc::clone(&old.health)).unwrap_or_default(),
-                    preferred: old
-                        .filter(|old| old.upstreams == spec.upstreams)
-                        .map(|old| Arc::clone(&old.preferred))
-                        .unwrap_or_default(),
+                    tags: spec.replicas.iter().map(Replica::tag).collect(),
+                    turn: old.map(|old| Arc::clone(&old.turn)).unwrap_or_default(),
+                    states,
                     spec,
                 }
             })
@@ -338,7 +431,7 @@ impl ServiceTable {
         let mut changes = self.changed.subscribe();
         loop {
             let found = self.lookup(x);
-            let starting = matches!(&found, Lookup::Found(service) if service.availability == Availability::Starting);
+            let starting = matches!(&found, Lookup::Found(service) if service.current_availability() == Availability::Starting);
             if !starting {
                 return found;
             }
@@ -377,7 +470,10 @@ mod tests {
         ServiceSpec {
             id: id.to_owned(),
             service_type: "generic".to_owned(),
-            upstreams: vec![url::Url::parse(upstream).expect("url")],
+            replicas: vec![Replica::at(url::Url::parse(upstream).expect("url"))],
+            balance: Balance::First,
+            sticky: false,
+            health_path: None,
             fail_closed: false,
             labels: BTreeMap::new(),
             access: Access::SignedIn,
@@ -436,37 +532,104 @@ mod tests {
     }
 
     #[test]
-    fn the_upstream_that_answered_comes_first() {
+    fn replicas_keep_their_state_across_redeclarations() {
         let mut s = service("a", "http://x:1");
-        s.upstreams
-            .push(url::Url::parse("http://x:2").expect("url"));
-        s.upstreams
-            .push(url::Url::parse("http://x:3").expect("url"));
+        s.balance = Balance::RoundRobin;
+        s.replicas
+            .push(Replica::at(url::Url::parse("http://x:2").expect("url")));
         let table = ServiceTable::default();
         table.replace_source(Source::Static, vec![s.clone()]);
-        let order = |table: &ServiceTable| -> Vec<usize> {
-            table
-                .get("a")
-                .expect("a")
-                .upstream_order()
-                .map(|(i, _)| i)
-                .collect()
-        };
-        table.get("a").expect("a").remember(1);
-        assert_eq!(order(&table), vec![1, 2, 0]);
+        let first = |table: &ServiceTable| table.get("a").expect("a").attempts(None)[0].replica;
+        assert_eq!(first(&table), 0);
+        let held = table.get("a").expect("a").state(1).start();
         table.replace_source(Source::Static, vec![s.clone()]);
-        assert_eq!(
-            order(&table),
-            vec![1, 2, 0],
-            "kept across an identical redeclaration"
-        );
-        s.upstreams.pop();
+        assert_eq!(first(&table), 1, "the turn carried over");
+        assert_eq!(table.get("a").expect("a").state(1).in_flight(), 1);
+        drop(held);
+        s.replicas.remove(0);
         table.replace_source(Source::Static, vec![s]);
+        let a = table.get("a").expect("a");
+        assert_eq!(a.replicas.len(), 1);
+        assert_eq!(a.state(0).in_flight(), 0, "kept by key, not by position");
+    }
+
+    #[test]
+    fn a_pinned_session_stays_on_its_replica() {
+        let mut s = service("a", "http://x:1");
+        s.balance = Balance::RoundRobin;
+        s.replicas
+            .push(Replica::at(url::Url::parse("http://x:2").expect("url")));
+        let table = ServiceTable::default();
+        table.replace_source(Source::Static, vec![s]);
+        let a = table.get("a").expect("a");
+        let tag = a.tag(1).to_owned();
+        for _ in 0..4 {
+            assert_eq!(a.attempts(Some(&tag))[0].replica, 1);
+        }
         assert_eq!(
-            order(&table),
-            vec![0, 1],
-            "forgotten when the upstreams change"
+            a.attempts(Some("gone"))[0].replica,
+            0,
+            "an unknown tag is ignored"
         );
+    }
+
+    #[tokio::test]
+    async fn probed_replicas_wait_for_their_health_path() {
+        use axum::routing::get;
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = {
+            let ready = Arc::clone(&ready);
+            axum::Router::new().route(
+                "/health",
+                get(move || {
+                    let ready = ready.load(Ordering::SeqCst);
+                    async move {
+                        if ready {
+                            axum::http::StatusCode::OK
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let table = Arc::new(ServiceTable::default());
+        let mut s = service("a", &format!("http://{addr}"));
+        s.health_path = Some("/health".to_owned());
+        s.replicas[0].probe = true;
+        table.replace_source(Source::Static, vec![s]);
+        let a = table.get("a").expect("a");
+        assert_eq!(a.current_availability(), Availability::Starting);
+        assert!(
+            a.attempts(None).is_empty(),
+            "no traffic before the probe passed"
+        );
+        let waiter = {
+            let table = Arc::clone(&table);
+            tokio::spawn(async move { table.lookup_ready("a").await })
+        };
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            !waiter.is_finished(),
+            "held while the health path answers 503"
+        );
+        ready.store(true, Ordering::SeqCst);
+        let found = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken within the backoff")
+            .expect("join");
+        match found {
+            Lookup::Found(service) => {
+                assert_eq!(service.current_availability(), Availability::Ready);
+                assert_eq!(service.attempts(None).len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

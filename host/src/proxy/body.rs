@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 
 use super::{Context, ProxyError, with_fallback};
 use crate::plugin;
+use crate::registry::balance::InFlight;
 
 /// The client's body, shared by the attempts of one request. The stream is taken by the first
 /// attempt that polls it; an attempt that failed before polling leaves it for the next one, so
@@ -163,6 +164,8 @@ pub(super) struct IdleTimeout<B = Incoming> {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Who stalled, for the error: "the upstream" or "the client".
     sender: &'static str,
+    /// Counts the request as in flight to its replica until the body is done with.
+    in_flight: Option<InFlight>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -172,7 +175,14 @@ impl<B> IdleTimeout<B> {
             idle,
             timer: None,
             sender,
+            in_flight: None,
         }
+    }
+
+    /// Keeps `in_flight` until the body is dropped.
+    pub fn holding(mut self, in_flight: Option<InFlight>) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 }
 

@@ -143,7 +143,9 @@ pub fn upstream_request(
     strip_hop_by_hop(headers);
     // The upstream's interim answer would not reach the client; the body is sent at once.
     headers.remove(header::EXPECT);
-    remove_cookie(headers, AFFINITY_COOKIE);
+    remove_cookies(headers, |name| {
+        name == AFFINITY_COOKIE || name.starts_with(crate::registry::REPLICA_COOKIE_PREFIX)
+    });
     set_forwarded(headers, view);
     if rewrite_host {
         headers.remove(header::HOST);
@@ -256,6 +258,15 @@ pub fn remove_cookies(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
 /// The `Set-Cookie` value of the affinity cookie for service `id`.
 pub fn affinity_cookie(id: &str) -> String {
     format!("{AFFINITY_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")
+}
+
+/// The `Set-Cookie` value that pins a browser session of service `id` to the replica tagged
+/// `tag`.
+pub fn replica_cookie(id: &str, tag: &str) -> String {
+    format!(
+        "{}={tag}; Path=/; HttpOnly; SameSite=Lax",
+        crate::registry::replica_cookie(id)
+    )
 }
 
 /// True when the client prefers HTML (a browser): its `Accept` names `text/html`.

@@ -17,6 +17,7 @@ use super::{
 use crate::metrics::UpstreamFailure;
 use crate::plugin::{self, fallback};
 use crate::registry::Status;
+use crate::registry::balance::InFlight;
 
 pub(super) async fn forward(
     proxy: &Proxy,
@@ -45,20 +46,35 @@ pub(super) async fn forward(
     let mut resent = false;
     loop {
         let mut last = None;
-        for (index, base) in ctx.service.upstream_order() {
+        let attempts = ctx.service.attempts(ctx.pinned.as_deref());
+        for (i, &attempt) in attempts.iter().enumerate() {
+            let base = ctx.service.url(attempt);
             let uri = upstream_uri(base, &upstream.path, upstream.query.as_deref())?;
-            let mut attempt = axum::http::Request::new(body.attempt());
-            *attempt.method_mut() = method.clone();
-            *attempt.uri_mut() = uri;
-            *attempt.headers_mut() = request_headers.clone();
-            match send(proxy.client(), attempt, &body, proxy.timeouts.first_byte()).await {
+            let mut request = axum::http::Request::new(body.attempt());
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = request_headers.clone();
+            // Counted only where there is a choice to make.
+            let in_flight = (ctx.service.replicas.len() > 1)
+                .then(|| ctx.service.state(attempt.replica).start());
+            match send(proxy.client(), request, &body, proxy.timeouts.first_byte()).await {
                 Ok(response) => {
                     super::connector::Uses::count(response.extensions());
                     ctx.service.health.set(Status::Up);
-                    ctx.service.remember(index);
-                    return respond(proxy, live, &ctx, &method, response).await;
+                    ctx.service.succeeded(attempt);
+                    return respond(
+                        proxy,
+                        live,
+                        &ctx,
+                        &method,
+                        response,
+                        attempt.replica,
+                        in_flight,
+                    )
+                    .await;
                 }
                 Err(failure) => {
+                    drop(in_flight);
                     if let Some(client) = body.client_error() {
                         tracing::debug!(service = %ctx.service.id, error = %client, "the client's request body failed");
                         return Err(client);
@@ -67,8 +83,14 @@ pub(super) async fn forward(
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
+                    if failure.kind != UpstreamFailure::Invalid {
+                        ctx.service.failed(attempt, &live.outliers);
+                    }
                     tracing::debug!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream attempt failed");
-                    if !failure.retriable(&method, body.replayable(), resent) {
+                    let elsewhere = attempts[i + 1..]
+                        .iter()
+                        .any(|next| next.replica != attempt.replica);
+                    if !failure.retriable(&method, body.replayable(), resent, elsewhere) {
                         tracing::warn!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream failed");
                         return Err(failure.into_error(&ctx.service.id));
                     }
@@ -111,15 +133,15 @@ async fn respond(
     ctx: &Context,
     method: &Method,
     upstream: axum::http::Response<Incoming>,
+    replica: usize,
+    in_flight: Option<InFlight>,
 ) -> Result<Response, ProxyError> {
     let (parts, incoming) = upstream.into_parts();
     let status = parts.status;
     let mut response_headers = parts.headers;
-    let upstream = Body::new(IdleTimeout::new(
-        incoming,
-        proxy.timeouts.idle(),
-        "the upstream",
-    ));
+    let upstream = Body::new(
+        IdleTimeout::new(incoming, proxy.timeouts.idle(), "the upstream").holding(in_flight),
+    );
     headers::strip_hop_by_hop(&mut response_headers);
     let media = headers::media_type(&response_headers);
     let plugin = &ctx.plugin;
@@ -160,6 +182,7 @@ async fn respond(
     {
         response_headers.append(header::SET_COOKIE, cookie);
     }
+    pin(ctx, replica, &mut response_headers);
     let body = match rewrite {
         Some(seen) => {
             let wanted = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
@@ -179,6 +202,21 @@ async fn respond(
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     Ok(response)
+}
+
+/// Pins the browser session to the replica that answered, for a sticky service, unless the
+/// request's cookie names it already.
+pub(super) fn pin(ctx: &Context, replica: usize, response_headers: &mut axum::http::HeaderMap) {
+    if !ctx.service.sticky {
+        return;
+    }
+    let tag = ctx.service.tag(replica);
+    if ctx.pinned.as_deref() == Some(tag) {
+        return;
+    }
+    if let Ok(cookie) = HeaderValue::from_str(&headers::replica_cookie(&ctx.service.id, tag)) {
+        response_headers.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// Scopes every cookie of a response to a request that arrived without the prefix to the

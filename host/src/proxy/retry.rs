@@ -73,15 +73,22 @@ impl Failure {
     /// for nothing: a request that never left (no connection, or one that closed before the
     /// request was written) is retried while the budget lasts; a
     /// request that reached the upstream only once more (`resent` says whether that was
-    /// used), when it is idempotent, its body can be sent again, and the connection was a
-    /// reused keep-alive one that closed before any response byte. A timeout or an invalid
-    /// answer is final.
-    pub fn retriable(&self, method: &Method, body_replayable: bool, resent: bool) -> bool {
+    /// used), when it is idempotent, its body can be sent again, and either the connection was
+    /// a reused keep-alive one that closed before any response byte, or the next attempt goes
+    /// to another replica (`elsewhere`: one that is stopping drops what it was sent, as nginx's
+    /// `proxy_next_upstream error` assumes). A timeout or an invalid answer is final.
+    pub fn retriable(
+        &self,
+        method: &Method,
+        body_replayable: bool,
+        resent: bool,
+        elsewhere: bool,
+    ) -> bool {
         match self.kind {
             UpstreamFailure::Refused => self.before_send || body_replayable,
             UpstreamFailure::Reset if self.before_send => body_replayable,
             UpstreamFailure::Reset => {
-                self.reused && !resent && body_replayable && is_idempotent(method)
+                (self.reused || elsewhere) && !resent && body_replayable && is_idempotent(method)
             }
             UpstreamFailure::Timeout | UpstreamFailure::Invalid => false,
         }
@@ -205,22 +212,28 @@ mod tests {
     #[test]
     fn only_safe_attempts_are_retried() {
         let refused = Failure::refused("refused");
-        assert!(refused.retriable(&Method::POST, false, true));
+        assert!(refused.retriable(&Method::POST, false, true, false));
         let fresh = Failure::after_send(UpstreamFailure::Reset, "closed");
-        assert!(!fresh.retriable(&Method::GET, true, false));
+        assert!(!fresh.retriable(&Method::GET, true, false, false));
         let stale = Failure {
             reused: true,
             ..Failure::after_send(UpstreamFailure::Reset, "closed")
         };
-        assert!(stale.retriable(&Method::GET, true, false));
-        assert!(!stale.retriable(&Method::GET, true, true));
-        assert!(!stale.retriable(&Method::POST, true, false));
-        assert!(!stale.retriable(&Method::PUT, false, false));
-        assert!(!Failure::timeout("t").retriable(&Method::GET, true, false));
+        assert!(stale.retriable(&Method::GET, true, false, false));
+        assert!(!stale.retriable(&Method::GET, true, true, false));
+        assert!(!stale.retriable(&Method::POST, true, false, false));
+        assert!(!stale.retriable(&Method::PUT, false, false, false));
+        assert!(
+            fresh.retriable(&Method::GET, true, false, true),
+            "a fresh connection that broke is retried on another replica"
+        );
+        assert!(!fresh.retriable(&Method::GET, true, true, true), "once");
+        assert!(!fresh.retriable(&Method::POST, true, false, true));
+        assert!(!Failure::timeout("t").retriable(&Method::GET, true, false, false));
         let invalid = Failure::after_send(UpstreamFailure::Invalid, "garbage");
-        assert!(!invalid.retriable(&Method::GET, true, false));
+        assert!(!invalid.retriable(&Method::GET, true, false, false));
         let unsent = Failure::after_send(UpstreamFailure::Reset, "canceled").before_send();
-        assert!(unsent.retriable(&Method::POST, true, true));
-        assert!(!unsent.retriable(&Method::POST, false, true));
+        assert!(unsent.retriable(&Method::POST, true, true, false));
+        assert!(!unsent.retriable(&Method::POST, false, true, false));
     }
 }

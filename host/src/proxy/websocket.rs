@@ -112,10 +112,13 @@ pub(super) async fn forward(
             .map_err(|_| ProxyError::BadRequest("invalid Sec-WebSocket-Protocol".to_owned()))?;
         handshake_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, list);
     }
-    let (upstream, answer) = match connect(proxy, live, &ctx, &plan, &handshake_headers).await? {
-        Ok(connected) => connected,
-        Err(refusal) => return Ok(refusal),
-    };
+    let ((upstream, answer), replica) =
+        match connect(proxy, live, &ctx, &plan, &handshake_headers).await? {
+            Ok(connected) => connected,
+            Err(refusal) => return Ok(refusal),
+        };
+    // A relayed WebSocket counts as a request in flight to its replica while it lasts.
+    let in_flight = (ctx.service.replicas.len() > 1).then(|| ctx.service.state(replica).start());
     let mut upgrade = upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_MESSAGE)
@@ -133,6 +136,7 @@ pub(super) async fn forward(
         .on_failed_upgrade(move |err| tracing::debug!(%err, "client WebSocket upgrade failed"))
         .on_upgrade(move |client| async move {
             let _open = metrics.websocket();
+            let _in_flight = in_flight;
             tracing::debug!(%service, "WebSocket relay started");
             relay_sockets(client, upstream, options).await;
             tracing::debug!(%service, "WebSocket relay ended");
@@ -149,22 +153,22 @@ async fn connect(
     ctx: &Context,
     plan: &UpstreamWebsocket,
     handshake_headers: &HeaderMap,
-) -> Result<Result<(Upstream, tungstenite::handshake::client::Response), Response>, ProxyError> {
+) -> Result<Result<(Connected, usize), Response>, ProxyError> {
     let metrics = proxy.metrics.service(&ctx.service.id);
     let mut backoff = Backoff::new(&live.retry, ctx.started);
     loop {
         let mut last = None;
-        for (index, base) in ctx.service.upstream_order() {
-            let url = upstream_uri(base, &plan.path, plan.query.as_deref())?;
-            match attempt(proxy, &url, handshake_headers).await {
+        for attempt in ctx.service.attempts(ctx.pinned.as_deref()) {
+            let url = upstream_uri(ctx.service.url(attempt), &plan.path, plan.query.as_deref())?;
+            match self::attempt(proxy, &url, handshake_headers).await {
                 Ok(Ok(connected)) => {
                     ctx.service.health.set(Status::Up);
-                    ctx.service.remember(index);
-                    return Ok(Ok(connected));
+                    ctx.service.succeeded(attempt);
+                    return Ok(Ok((connected, attempt.replica)));
                 }
                 Ok(Err(refusal)) => {
                     ctx.service.health.set(Status::Up);
-                    ctx.service.remember(index);
+                    ctx.service.succeeded(attempt);
                     return Ok(Err(refusal));
                 }
                 Err(failure) => {
@@ -172,9 +176,12 @@ async fn connect(
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
+                    if failure.kind != UpstreamFailure::Invalid {
+                        ctx.service.failed(attempt, &live.outliers);
+                    }
                     // A handshake always goes out on a fresh connection: one that reached the
                     // upstream and failed is not sent again.
-                    if !failure.retriable(&Method::GET, true, true) {
+                    if !failure.retriable(&Method::GET, true, true, false) {
                         return Err(failure.into_error(&ctx.service.id));
                     }
                     last = Some(failure);
@@ -185,11 +192,14 @@ async fn connect(
     }
 }
 
+/// An upstream WebSocket and the answer to its handshake.
+type Connected = (Upstream, tungstenite::handshake::client::Response);
+
 async fn attempt(
     proxy: &Proxy,
     url: &axum::http::Uri,
     handshake_headers: &HeaderMap,
-) -> Result<Result<(Upstream, tungstenite::handshake::client::Response), Response>, Failure> {
+) -> Result<Result<Connected, Response>, Failure> {
     let host = url.host().unwrap_or_default().to_owned();
     let port = url.port_u16().unwrap_or(80);
     let connect = TcpStream::connect((host.as_str(), port));

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::{AddressKind, validate_id};
 use crate::plugin::PluginRegistry;
 
-use super::workload::{Address, Readiness, Workload};
-use super::{Access, Availability, ServiceSpec};
+use super::workload::{Address, Readiness, Unit, Workload};
+use super::{Access, Availability, Balance, Replica, ServiceSpec};
 
 /// The label that opts a workload in.
 pub const ENABLE: &str = "portico.enable";
@@ -24,6 +24,30 @@ pub const ID: &str = "portico.id";
 pub const AUTH: &str = "portico.auth";
 /// The users who may open it (comma-separated).
 pub const ALLOW_USERS: &str = "portico.allow_users";
+/// How requests are spread over its replicas.
+pub const BALANCE: &str = "portico.balance";
+/// `true` or `false`: pin each browser session to one replica.
+pub const STICKY: &str = "portico.sticky";
+/// The path probed before a replica takes traffic; empty turns probing off.
+pub const HEALTH_PATH: &str = "portico.health_path";
+
+/// The frameworks that keep a browser session's state in the process that served its page:
+/// their services pin sessions to a replica unless told otherwise.
+pub const STICKY_TYPES: &[&str] = &[
+    "streamlit",
+    "dash",
+    "panel",
+    "bokeh",
+    "gradio",
+    "solara",
+    "jupyter",
+    "voila",
+];
+
+/// Whether services of `service_type` pin sessions by default.
+pub fn sticky_by_default(service_type: &str) -> bool {
+    STICKY_TYPES.contains(&service_type)
+}
 
 /// What one plugin says about spotting its framework.
 #[derive(Debug, Clone)]
@@ -32,6 +56,8 @@ pub struct TypeHint {
     pub default_port: Option<u16>,
     /// Substrings of an image name or command line (`"streamlit"`, `"flask run"`).
     pub detect: Vec<String>,
+    /// The path that answers 2xx once the app is ready.
+    pub health_path: Option<String>,
 }
 
 /// The narrow view of the plugins the rules need. Asked again at every update, since plugins
@@ -50,6 +76,7 @@ impl TypeHints for PluginRegistry {
                     service_type: service_type.clone(),
                     default_port: info.default_port,
                     detect: info.detect.clone(),
+                    health_path: info.health_path.clone(),
                 })
             })
             .collect()
@@ -111,19 +138,75 @@ fn service(workload: &Workload, id: Option<&str>, rules: &Rules<'_>) -> ServiceS
     aliases.sort();
     aliases.dedup();
     let service_type = service_type(workload, rules.hints);
-    let (upstreams, unreachable) = match port(workload, &service_type, rules.hints)
-        .and_then(|port| candidates(workload, port, rules))
-    {
-        Ok(upstreams) => (upstreams, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let availability = match (&workload.readiness, unreachable) {
-        (Readiness::Stopped(state), _) => {
-            Availability::Unavailable(format!("{noun} {} is not running: {state}", workload.name))
+    let hint = rules
+        .hints
+        .iter()
+        .find(|hint| hint.service_type == service_type);
+    let health_path = match workload.labels.get(HEALTH_PATH).map(|path| path.trim()) {
+        Some("") => None,
+        Some(path) if path.starts_with('/') => Some(path.to_owned()),
+        Some(path) => {
+            tracing::warn!(workload = %workload.name, path, "portico.health_path must start with /; the plugin's is used");
+            hint.and_then(|hint| hint.health_path.clone())
         }
-        (_, Some(why)) => Availability::Unavailable(format!("{noun} {}: {why}", workload.name)),
-        (Readiness::Starting, None) => Availability::Starting,
-        (Readiness::Ready, None) => Availability::Ready,
+        None => hint.and_then(|hint| hint.health_path.clone()),
+    };
+    let mut replicas = Vec::new();
+    let mut starting = false;
+    let mut unreachable = None;
+    match port(workload, &service_type, rules.hints) {
+        Err(why) => unreachable = Some(why),
+        Ok(port) => {
+            for unit in &workload.units {
+                if matches!(unit.readiness, Readiness::Stopped(_)) {
+                    continue;
+                }
+                match candidates(workload, unit, port, rules) {
+                    Err(why) => {
+                        unreachable.get_or_insert(why);
+                    }
+                    Ok(_) if unit.readiness == Readiness::Starting => starting = true,
+                    Ok(urls) => replicas.push(Replica {
+                        key: unit.key.clone(),
+                        urls,
+                        probe: !unit.checked,
+                    }),
+                }
+            }
+        }
+    }
+    let availability = if !replicas.is_empty() {
+        Availability::Ready
+    } else if starting {
+        Availability::Starting
+    } else if let Some(why) = unreachable {
+        Availability::Unavailable(format!("{noun} {}: {why}", workload.name))
+    } else if let [unit] = workload.units.as_slice()
+        && let Readiness::Stopped(state) = &unit.readiness
+    {
+        Availability::Unavailable(format!("{noun} {} is not running: {state}", workload.name))
+    } else {
+        Availability::Unavailable(format!(
+            "{noun} {} has no running {}",
+            workload.name, workload.unit_noun
+        ))
+    };
+    let balance = match workload.labels.get(BALANCE) {
+        None => Balance::default(),
+        Some(text) => Balance::parse(text).unwrap_or_else(|| {
+            tracing::warn!(workload = %workload.name, value = %text, "portico.balance must be least-requests, round-robin or first; least-requests is used");
+            Balance::default()
+        }),
+    };
+    let sticky = match workload.labels.get(STICKY).map(|value| value.trim()) {
+        Some("true") => true,
+        Some("false") => false,
+        other => {
+            if let Some(value) = other {
+                tracing::warn!(workload = %workload.name, value, "portico.sticky must be true or false; the type's default is used");
+            }
+            sticky_by_default(&service_type)
+        }
     };
     let mut labels: BTreeMap<String, String> = workload
         .labels
@@ -136,7 +219,10 @@ fn service(workload: &Workload, id: Option<&str>, rules: &Rules<'_>) -> ServiceS
         access: access(workload),
         id,
         service_type,
-        upstreams,
+        replicas,
+        balance,
+        sticky,
+        health_path,
         fail_closed: false,
         labels,
         aliases,
@@ -216,17 +302,22 @@ fn port(workload: &Workload, service_type: &str, hints: &[TypeHint]) -> Result<u
 }
 
 /// The base URLs to try, in the configured order.
-fn candidates(workload: &Workload, port: u16, rules: &Rules<'_>) -> Result<Vec<url::Url>, String> {
+fn candidates(
+    workload: &Workload,
+    unit: &Unit,
+    port: u16,
+    rules: &Rules<'_>,
+) -> Result<Vec<url::Url>, String> {
     let mut urls: Vec<String> = Vec::new();
     for kind in rules.address_order {
         match kind {
             AddressKind::Network => {
-                if let Some(ip) = chosen_network(workload, rules.own_networks)? {
+                if let Some(ip) = chosen_network(workload, unit, rules.own_networks)? {
                     urls.push(format!("http://{}:{port}", host_in_url(ip)));
                 }
             }
             AddressKind::ComposeService => {
-                for address in &workload.addresses {
+                for address in &unit.addresses {
                     if let Address::Name(name) = address
                         && validate_id(name).is_ok()
                     {
@@ -235,7 +326,7 @@ fn candidates(workload: &Workload, port: u16, rules: &Rules<'_>) -> Result<Vec<u
                 }
             }
             AddressKind::Published => {
-                for address in &workload.addresses {
+                for address in &unit.addresses {
                     if let Address::Published {
                         host,
                         port: host_port,
@@ -267,10 +358,11 @@ fn candidates(workload: &Workload, port: u16, rules: &Rules<'_>) -> Result<Vec<u
 /// out), else on one Portico shares, else on the first network with an IP; `None` when that
 /// network gives no IP.
 fn chosen_network<'w>(
-    workload: &'w Workload,
+    workload: &Workload,
+    unit: &'w Unit,
     own_networks: &[String],
 ) -> Result<Option<&'w str>, String> {
-    let networks: Vec<(&str, &str)> = workload
+    let networks: Vec<(&str, &str)> = unit
         .addresses
         .iter()
         .filter_map(|address| match address {
@@ -327,6 +419,7 @@ mod tests {
             service_type: t.to_owned(),
             default_port: port,
             detect: detect.iter().map(|d| (*d).to_owned()).collect(),
+            health_path: None,
         };
         vec![
             hint("streamlit", Some(8501), &["streamlit"]),
@@ -357,17 +450,22 @@ mod tests {
             image: "portico-test-busybox:latest".to_owned(),
             command: "/bin/busybox httpd -f -p 8080".to_owned(),
             ports: vec![8080, 9090],
-            addresses: vec![
-                network("bridge", "172.17.0.2"),
-                network("proj_back", "172.20.0.3"),
-                Address::Name("web".to_owned()),
-                Address::Published {
-                    host: "127.0.0.1".to_owned(),
-                    port: 32768,
-                    target: 8080,
-                },
-            ],
-            readiness: Readiness::Ready,
+            units: vec![Unit {
+                key: format!("{name:0<64}"),
+                addresses: vec![
+                    network("bridge", "172.17.0.2"),
+                    network("proj_back", "172.20.0.3"),
+                    Address::Name("web".to_owned()),
+                    Address::Published {
+                        host: "127.0.0.1".to_owned(),
+                        port: 32768,
+                        target: 8080,
+                    },
+                ],
+                readiness: Readiness::Ready,
+                checked: true,
+            }],
+            unit_noun: "container",
         }
     }
 
@@ -393,7 +491,11 @@ mod tests {
     }
 
     fn urls(service: &ServiceSpec) -> Vec<&str> {
-        service.upstreams.iter().map(url::Url::as_str).collect()
+        service
+            .replicas
+            .iter()
+            .flat_map(|r| r.urls.iter().map(url::Url::as_str))
+            .collect()
     }
 
     #[test]
@@ -452,11 +554,19 @@ mod tests {
     #[test]
     fn port_from_label_else_plugin_default_else_lowest_declared() {
         let mut w = workload("p", &[]);
-        assert_eq!(build(&w).upstreams[0].port(), Some(8080), "lowest declared");
+        assert_eq!(
+            build(&w).replicas[0].urls[0].port(),
+            Some(8080),
+            "lowest declared"
+        );
         w.command = "streamlit run app.py".to_owned();
-        assert_eq!(build(&w).upstreams[0].port(), Some(8501), "plugin default");
+        assert_eq!(
+            build(&w).replicas[0].urls[0].port(),
+            Some(8501),
+            "plugin default"
+        );
         w.labels.insert(PORT.to_owned(), "9090".to_owned());
-        assert_eq!(build(&w).upstreams[0].port(), Some(9090), "label");
+        assert_eq!(build(&w).replicas[0].urls[0].port(), Some(9090), "label");
         w.labels.insert(PORT.to_owned(), "http".to_owned());
         assert!(
             matches!(&build(&w).availability, Availability::Unavailable(why) if why.contains("portico.port"))
@@ -493,7 +603,7 @@ mod tests {
             vec!["http://127.0.0.1:32768/", "http://172.17.0.2:8080/"]
         );
         let mut v6 = workload("v6", &[]);
-        v6.addresses = vec![network("bridge", "fd00::2")];
+        v6.units[0].addresses = vec![network("bridge", "fd00::2")];
         assert_eq!(urls(&build(&v6)), vec!["http://[fd00::2]:8080/"]);
     }
 
@@ -525,18 +635,75 @@ mod tests {
     #[test]
     fn availability_from_readiness_and_reachability() {
         let mut w = workload("h", &[]);
-        w.readiness = Readiness::Starting;
+        w.units[0].readiness = Readiness::Starting;
         assert_eq!(build(&w).availability, Availability::Starting);
-        w.addresses.clear();
+        w.units[0].addresses.clear();
         assert!(
             matches!(&build(&w).availability, Availability::Unavailable(why) if why.starts_with("container h: no address")),
             "unreachable beats starting"
         );
-        w.readiness = Readiness::Stopped("exited (code 0)".to_owned());
+        w.units[0].readiness = Readiness::Stopped("exited (code 0)".to_owned());
         assert_eq!(
             build(&w).availability,
             Availability::Unavailable("container h is not running: exited (code 0)".to_owned()),
             "stopped beats unreachable"
+        );
+    }
+
+    #[test]
+    fn every_running_unit_is_a_replica() {
+        let mut w = workload("svc", &[(BALANCE, "round-robin"), (HEALTH_PATH, "/ping")]);
+        w.unit_noun = "task";
+        let unit = |key: &str, ip: &str, readiness: Readiness| Unit {
+            key: key.to_owned(),
+            addresses: vec![network("apps", ip)],
+            readiness,
+            checked: false,
+        };
+        w.units = vec![
+            unit("t1", "10.0.0.3", Readiness::Ready),
+            unit("t2", "10.0.0.4", Readiness::Starting),
+            unit("t3", "10.0.0.5", Readiness::Ready),
+            unit("t4", "10.0.0.6", Readiness::Stopped("shutdown".to_owned())),
+        ];
+        let s = build(&w);
+        let keys: Vec<&str> = s.replicas.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["t1", "t3"],
+            "starting and stopped tasks take no traffic"
+        );
+        assert!(
+            s.replicas.iter().all(|r| r.probe),
+            "no health check: probed"
+        );
+        assert_eq!(s.availability, Availability::Ready);
+        assert_eq!(s.balance, Balance::RoundRobin);
+        assert_eq!(s.health_path.as_deref(), Some("/ping"));
+        w.units.retain(|u| u.key == "t2");
+        assert_eq!(build(&w).availability, Availability::Starting);
+        w.units.clear();
+        assert_eq!(
+            build(&w).availability,
+            Availability::Unavailable("container svc has no running task".to_owned())
+        );
+    }
+
+    #[test]
+    fn sticky_by_type_unless_labelled() {
+        let streamlit = workload("s", &[(TYPE, "streamlit")]);
+        assert!(build(&streamlit).sticky);
+        assert!(!build(&workload("g", &[])).sticky);
+        assert!(!build(&workload("s", &[(TYPE, "streamlit"), (STICKY, "false")])).sticky);
+        assert!(build(&workload("g", &[(STICKY, "true")])).sticky);
+        assert_eq!(
+            build(&workload("b", &[(BALANCE, "random")])).balance,
+            Balance::LeastRequests,
+            "an unknown policy falls back to the default"
+        );
+        assert_eq!(
+            build(&workload("h", &[(HEALTH_PATH, "")])).health_path,
+            None
         );
     }
 

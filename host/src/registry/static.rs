@@ -3,7 +3,7 @@
 use crate::config::{Config, ServiceAuth, parse_upstream};
 use std::path::{Path, PathBuf};
 
-use super::{Access, Availability, ServiceSpec};
+use super::{Access, Availability, Replica, ServiceSpec, rules};
 
 /// The services of a (validated) configuration.
 pub fn services(config: &Config) -> Vec<ServiceSpec> {
@@ -14,11 +14,20 @@ pub fn services(config: &Config) -> Vec<ServiceSpec> {
             id: service.id.clone(),
             service_type: service.service_type.clone(),
             // Validation already parsed every URL; a failure here cannot happen, and is skipped.
-            upstreams: service
+            replicas: service
                 .upstreams
                 .iter()
                 .filter_map(|u| parse_upstream(u).ok())
+                .map(|url| Replica {
+                    probe: service.health_path.is_some(),
+                    ..Replica::at(url)
+                })
                 .collect(),
+            balance: service.balance,
+            sticky: service
+                .sticky
+                .unwrap_or_else(|| rules::sticky_by_default(&service.service_type)),
+            health_path: service.health_path.clone(),
             fail_closed: service.fail_closed,
             labels: service.labels.clone(),
             access: match (&service.auth, &service.allow_users) {

@@ -1,8 +1,9 @@
 //! A workload as a discovery provider describes it, in no provider's terms: what the shared
 //! rules in [`rules`](super::rules) need to turn it into a service.
 //!
-//! Docker fills one per labelled container; a Swarm or Kubernetes provider would fill one per
-//! task or per Service. Nothing here is runtime state: the table owns that.
+//! Docker fills one per labelled container, with one unit; Swarm one per service, with a unit
+//! per task; Kubernetes would fill one per Service, with a unit per ready endpoint. Nothing
+//! here is runtime state: the table owns that.
 
 use std::collections::BTreeMap;
 
@@ -32,10 +33,26 @@ pub struct Workload {
     pub command: String,
     /// The TCP ports it declares (exposed ports), sorted: the last resort for the port.
     pub ports: Vec<u16>,
+    /// The processes that serve it: each becomes a replica. A container is one; a Swarm
+    /// service has one per task that should be running.
+    pub units: Vec<Unit>,
+    /// What a unit is called in reasons given to people ("task").
+    pub unit_noun: &'static str,
+}
+
+/// One process serving a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The provider's id of it (a container or task id): what its replica is kept under.
+    pub key: String,
     /// The ways to reach it, in the provider's order within each kind.
     pub addresses: Vec<Address>,
     /// Whether it can take requests, as far as the provider knows.
     pub readiness: Readiness,
+    /// True when the provider runs a health check of its own (a Docker `HEALTHCHECK`), whose
+    /// verdict `readiness` already carries; otherwise the unit is probed at the service's
+    /// health path before it takes traffic.
+    pub checked: bool,
 }
 
 /// One way to reach a workload.

@@ -89,17 +89,19 @@ pub(super) async fn admin(State(state): State<AppState>, request: Request) -> Re
     let services = state.proxy.services().list();
     let plugins = state.proxy.plugins();
     if !headers::wants_html(request.headers()) {
+        let now = std::time::Instant::now();
         let rows: Vec<serde_json::Value> = services
             .iter()
             .map(|service| {
                 let plugin = plugins.for_type(&service.service_type);
+                let availability = service.current_availability();
                 serde_json::json!({
                     "id": service.id,
                     "type": service.service_type,
                     "plugin": plugin.name(),
                     "plugin_state": plugin.state().as_str(),
                     "upstream": service.primary_upstream(),
-                    "upstreams": service.upstreams.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
+                    "upstreams": service.upstreams().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
                     "source": service.source,
                     "status": service.health.get(),
                     "fail_closed": service.fail_closed,
@@ -114,11 +116,25 @@ pub(super) async fn admin(State(state): State<AppState>, request: Request) -> Re
                         Access::Users(users) => Some(&users[..]),
                         Access::SignedIn | Access::Open => None,
                     },
-                    "availability": service.availability.as_str(),
-                    "reason": match &service.availability {
+                    "availability": availability.as_str(),
+                    "reason": match &availability {
                         Availability::Unavailable(reason) => Some(reason.as_str()),
                         Availability::Ready | Availability::Starting => None,
                     },
+                    "balance": service.balance.as_str(),
+                    "sticky": service.sticky,
+                    "health_path": service.health_path,
+                    "replicas": service.replicas.iter().enumerate().map(|(i, replica)| {
+                        let state = service.state(i);
+                        serde_json::json!({
+                            "key": replica.key,
+                            "tag": service.tag(i),
+                            "upstreams": replica.urls.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>(),
+                            "ready": state.is_ready(),
+                            "ejected": state.ejected(now),
+                            "in_flight": state.in_flight(),
+                        })
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -156,7 +172,7 @@ pub(super) async fn admin(State(state): State<AppState>, request: Request) -> Re
 /// One word for a visitor: `unavailable` or `starting` when the service cannot take requests
 /// now, else what the last attempt saw (`up`, `down`, `unknown`).
 fn public_status(service: &Service) -> &'static str {
-    match service.availability {
+    match service.current_availability() {
         Availability::Unavailable(_) => "unavailable",
         Availability::Starting => "starting",
         Availability::Ready => match service.health.get() {

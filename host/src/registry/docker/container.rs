@@ -7,7 +7,7 @@ use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, Health
 
 use crate::registry::Source;
 use crate::registry::rules::ENABLE;
-use crate::registry::workload::{Address, Readiness, Workload};
+use crate::registry::workload::{Address, Readiness, Unit, Workload};
 /// The label Docker Compose puts on every container of a service.
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
@@ -198,8 +198,13 @@ impl Container {
             image: self.image.clone(),
             command: self.command.clone(),
             ports: self.exposed.clone(),
-            addresses,
-            readiness,
+            units: vec![Unit {
+                key: self.id.clone(),
+                addresses,
+                readiness,
+                checked: self.health.is_some(),
+            }],
+            unit_noun: "container",
         }
     }
 }
@@ -274,7 +279,7 @@ mod tests {
             target,
         };
         assert_eq!(
-            w.addresses[2..],
+            w.units[0].addresses[2..],
             [
                 Address::Name("web".to_owned()),
                 published("127.0.0.1", 32768, 8080),
@@ -287,7 +292,7 @@ mod tests {
             w.facts.get("docker.container").map(String::as_str),
             Some("shop")
         );
-        assert_eq!(w.readiness, Readiness::Ready);
+        assert_eq!(w.units[0].readiness, Readiness::Ready);
     }
 
     #[test]
@@ -304,7 +309,7 @@ mod tests {
         expected.sort();
         assert_eq!(s.aliases, expected);
         assert_eq!(
-            s.upstreams.iter().map(url::Url::as_str).collect::<Vec<_>>(),
+            s.upstreams().map(url::Url::as_str).collect::<Vec<_>>(),
             vec![
                 "http://172.17.0.2:8080/",
                 "http://web:8080/",
