@@ -731,6 +731,12 @@ pub enum AddressKind {
 pub struct DockerConfig {
     /// `"auto"` (the default), `true` or `false`.
     pub enabled: DockerMode,
+    /// Swarm services: `"auto"` (the default: followed when the engine is a swarm manager),
+    /// `true` (a warning when it is not) or `false`.
+    pub swarm: DockerMode,
+    /// How often the swarm's task list is read (Docker sends no task events); also read at
+    /// once on service, node and task-container events.
+    pub swarm_poll_ms: u64,
     /// Docker endpoints (`unix:///var/run/docker.sock`, `tcp://host:2375`), tried in order;
     /// empty means `DOCKER_HOST`, else the default socket.
     pub endpoints: Vec<String>,
@@ -754,6 +760,8 @@ impl Default for DockerConfig {
     fn default() -> Self {
         Self {
             enabled: DockerMode::Auto,
+            swarm: DockerMode::Auto,
+            swarm_poll_ms: 500,
             endpoints: Vec::new(),
             address_order: vec![
                 AddressKind::Network,
@@ -776,6 +784,10 @@ impl Default for DockerConfig {
 impl DockerConfig {
     pub fn starting_wait(&self) -> Duration {
         Duration::from_millis(self.starting_wait_ms)
+    }
+
+    pub fn swarm_poll(&self) -> Duration {
+        Duration::from_millis(self.swarm_poll_ms.max(50))
     }
 
     pub fn reconnect_max_backoff(&self) -> Duration {

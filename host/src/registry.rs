@@ -30,6 +30,8 @@ pub enum Source {
     Static,
     /// Container discovery.
     Docker,
+    /// Swarm services.
+    Swarm,
 }
 
 impl Source {
@@ -37,13 +39,14 @@ impl Source {
         match self {
             Self::Static => "static",
             Self::Docker => "docker",
+            Self::Swarm => "swarm",
         }
     }
 
     /// What one of its workloads is called in reasons given to people.
     pub fn workload_noun(self) -> &'static str {
         match self {
-            Self::Static => "service",
+            Self::Static | Self::Swarm => "service",
             Self::Docker => "container",
         }
     }

@@ -70,7 +70,11 @@ static BUILDS: Mutex<()> = Mutex::new(());
 
 /// Builds `tag` from `dockerfile` and `files` (name in the context, source; `None` makes an
 /// empty file) unless the image exists already.
-fn build_once(tag: &str, dockerfile: &str, files: &[(&str, Option<&Path>)]) -> anyhow::Result<()> {
+pub(crate) fn build_once(
+    tag: &str,
+    dockerfile: &str,
+    files: &[(&str, Option<&Path>)],
+) -> anyhow::Result<()> {
     let _guard = BUILDS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -4,3 +4,4 @@ pub mod auth;
 pub mod docker;
 pub mod e2e;
 pub mod proxy;
+pub mod swarm;

@@ -2,6 +2,7 @@
 //! by following Docker's events, reconnecting with backoff when the engine goes away.
 
 mod container;
+mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::registry::{ServiceTable, Source};
 pub use container::COMPOSE_SERVICE;
 use container::Container;
 pub use rules::ENABLE;
+use swarm::SwarmView;
 
 /// How long one Docker API call may take before the engine counts as unreachable.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,7 +160,15 @@ struct Follower<'a> {
     containers: HashMap<String, Container>,
     /// Portico's own container (id, networks), when it runs in one.
     own: Option<(String, Vec<String>)>,
+    /// The swarm's labelled services, when the engine is a manager and `docker.swarm` allows.
+    swarm: Option<SwarmView>,
+    /// Polls since the swarm view was opened or last found missing.
+    polls: u32,
 }
+
+/// Every how many polls the services and nodes are listed again even without an event, and a
+/// missing swarm view is tried again.
+const SWARM_REFRESH_POLLS: u32 = 20;
 
 impl<'a> Follower<'a> {
     fn new(
@@ -176,6 +186,8 @@ impl<'a> Follower<'a> {
             plugins,
             containers: HashMap::new(),
             own: None,
+            swarm: None,
+            polls: 0,
         }
     }
 
@@ -190,10 +202,11 @@ impl<'a> Follower<'a> {
     /// missed; then applies events until the stream breaks, which is returned.
     async fn follow(&mut self) -> DockerError {
         let mut filters = HashMap::new();
-        filters.insert(
-            "type".to_owned(),
-            vec!["container".to_owned(), "network".to_owned()],
-        );
+        let mut types = vec!["container".to_owned(), "network".to_owned()];
+        if self.config.swarm != DockerMode::Off {
+            types.extend(["service".to_owned(), "node".to_owned()]);
+        }
+        filters.insert("type".to_owned(), types);
         let options = EventsOptions {
             filters: Some(filters),
             ..EventsOptions::default()
@@ -213,7 +226,17 @@ impl<'a> Follower<'a> {
         if let Err(err) = self.resync().await {
             return err;
         }
-        while let Some(event) = rx.recv().await {
+        let mut poll = tokio::time::interval(self.config.swarm_poll());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = poll.tick(), if self.config.swarm != DockerMode::Off => {
+                    self.poll_swarm().await;
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             let mut batch = vec![event];
             // Apply a burst (a compose up) as one table update.
             while let Ok(event) = rx.try_recv() {
@@ -221,9 +244,16 @@ impl<'a> Follower<'a> {
             }
             let mut refresh = Vec::new();
             let mut own_changed = false;
+            let mut swarm_services = false;
+            let mut swarm_tasks = false;
             for event in batch {
                 match event {
                     Ok(event) => {
+                        match swarm_change(&event) {
+                            Some(SwarmChange::Services) => swarm_services = true,
+                            Some(SwarmChange::Tasks) => swarm_tasks = true,
+                            None => {}
+                        }
                         if let Some(id) = affected(&event) {
                             own_changed |= self.own.as_ref().is_some_and(|(own, _)| *own == id);
                             refresh.push(id);
@@ -241,6 +271,9 @@ impl<'a> Follower<'a> {
                 if let Err(err) = self.refresh(&id).await {
                     return err;
                 }
+            }
+            if swarm_services || swarm_tasks {
+                self.refresh_swarm(swarm_services).await;
             }
             self.publish();
         }
@@ -276,8 +309,78 @@ impl<'a> Follower<'a> {
                 self.refresh(&id).await?;
             }
         }
+        self.open_swarm().await;
         self.publish();
         Ok(())
+    }
+
+    /// Opens the swarm view when the engine is a manager and `docker.swarm` allows, with its
+    /// services and tasks listed.
+    async fn open_swarm(&mut self) {
+        self.polls = 0;
+        self.swarm = None;
+        if self.config.swarm == DockerMode::Off {
+            return;
+        }
+        match SwarmView::open(&self.docker).await {
+            Ok(view) => {
+                self.swarm = Some(view);
+                self.refresh_swarm(true).await;
+                if self.swarm.is_some() {
+                    tracing::info!(endpoint = %self.endpoint, "following Swarm services");
+                }
+            }
+            Err(why) if self.config.swarm == DockerMode::On => {
+                tracing::warn!(endpoint = %self.endpoint, %why, "docker.swarm is on but Swarm services cannot be followed");
+            }
+            Err(why) => tracing::debug!(%why, "not following Swarm services"),
+        }
+    }
+
+    /// Lists the swarm's tasks again (and its services and nodes when `services`); a swarm
+    /// that stopped answering (the engine left it) is dropped with its services. True when
+    /// something changed.
+    async fn refresh_swarm(&mut self, services: bool) -> bool {
+        let Some(view) = self.swarm.as_mut() else {
+            return false;
+        };
+        let result = async {
+            if services {
+                view.refresh_services(&self.docker, &self.config.require_labels)
+                    .await?;
+            }
+            view.refresh_tasks(&self.docker, &self.endpoint).await
+        }
+        .await;
+        match result {
+            Ok(changed) => {
+                view.prune();
+                changed || services
+            }
+            Err(why) => {
+                tracing::warn!(endpoint = %self.endpoint, %why, "Swarm services can no longer be read; they are dropped until the swarm answers again");
+                self.swarm = None;
+                true
+            }
+        }
+    }
+
+    /// One poll: the task list, the services now and then, and a missing swarm view tried
+    /// again now and then.
+    async fn poll_swarm(&mut self) {
+        self.polls += 1;
+        let due = self.polls.is_multiple_of(SWARM_REFRESH_POLLS);
+        let changed = if self.swarm.is_some() {
+            self.refresh_swarm(due).await
+        } else if due {
+            self.open_swarm().await;
+            self.swarm.is_some()
+        } else {
+            false
+        };
+        if changed {
+            self.publish();
+        }
     }
 
     /// Inspects one container and keeps, updates or forgets it.
@@ -372,6 +475,20 @@ impl<'a> Follower<'a> {
             .collect();
         tracing::debug!(?summary, "Docker services updated");
         self.table.replace_source(Source::Docker, services);
+        let swarm = self
+            .swarm
+            .as_ref()
+            .map(|view| view.workloads(&published_hosts))
+            .unwrap_or_default();
+        let services = rules::services(
+            &swarm,
+            &Rules {
+                hints: &hints,
+                address_order: &self.config.address_order,
+                own_networks: &own_networks,
+            },
+        );
+        self.table.replace_source(Source::Swarm, services);
     }
 }
 
@@ -402,6 +519,31 @@ fn affected(event: &EventMessage) -> Option<String> {
         Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
             actor.attributes.as_ref()?.get("container").cloned()
         }
+        _ => None,
+    }
+}
+
+/// What a Swarm-related event calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SwarmChange {
+    /// A service or node changed: list them and the tasks again.
+    Services,
+    /// A task's container on this engine changed: list the tasks again.
+    Tasks,
+}
+
+fn swarm_change(event: &EventMessage) -> Option<SwarmChange> {
+    match event.typ {
+        Some(EventMessageTypeEnum::SERVICE | EventMessageTypeEnum::NODE) => {
+            Some(SwarmChange::Services)
+        }
+        Some(EventMessageTypeEnum::CONTAINER) => event
+            .actor
+            .as_ref()?
+            .attributes
+            .as_ref()?
+            .contains_key("com.docker.swarm.task.id")
+            .then_some(SwarmChange::Tasks),
         _ => None,
     }
 }
