@@ -45,6 +45,15 @@ async fn wait_status(portico: &Portico, id: &str, status: u16) -> anyhow::Result
     .await
 }
 
+/// Waits until `url` answers `status`.
+async fn wait_status_at(client: &reqwest::Client, url: &str, status: u16) -> anyhow::Result<()> {
+    wait_for(&format!("{url} to answer {status}"), LIMIT, || async {
+        let response = client.get(url).send().await.ok()?;
+        (response.status().as_u16() == status).then_some(())
+    })
+    .await
+}
+
 /// Replicas seen in `n` requests.
 async fn replicas_seen(portico: &Portico, id: &str, n: usize) -> anyhow::Result<BTreeSet<String>> {
     let mut seen = BTreeSet::new();
@@ -118,12 +127,21 @@ async fn replicas_are_served_balanced_pinned_and_scaled() -> anyhow::Result<()> 
     swarm.scale(&name, 0)?;
     let body = wait_status(&portico, &name, 503).await?;
     assert!(body.contains("has no running task"), "{body}");
-    let scaled = Instant::now();
     swarm.scale(&name, 2)?;
+    wait_for("a running task", LIMIT, || async {
+        swarm
+            .tasks(&name)
+            .ok()?
+            .iter()
+            .any(|task| task.running())
+            .then_some(())
+    })
+    .await?;
+    let running = Instant::now();
     wait_status(&portico, &name, 200).await?;
     eprintln!(
-        "scaled from 0 to 2: served again {:?} after the scale command",
-        scaled.elapsed()
+        "scaled from 0 to 2: served {:?} after the first task was seen running",
+        running.elapsed()
     );
     swarm.wait_running(&name, 2, LIMIT).await?;
     wait_for("both new replicas to answer", LIMIT, || async {
@@ -321,7 +339,7 @@ async fn portico_as_a_swarm_service_reaches_apps_over_an_overlay() -> anyhow::Re
         "--network".into(),
         network.clone(),
     ];
-    args.extend(portico_labels(&["portico.id=hello"]));
+    args.extend(portico_labels(&["portico.id=hello", "portico.sticky=true"]));
     args.push(image.to_owned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let app = swarm.service("hello", &args)?;
@@ -338,7 +356,7 @@ async fn portico_as_a_swarm_service_reaches_apps_over_an_overlay() -> anyhow::Re
         "portico",
         &[
             "--replicas",
-            "1",
+            "2",
             "--network",
             &network,
             "--publish",
@@ -355,15 +373,18 @@ async fn portico_as_a_swarm_service_reaches_apps_over_an_overlay() -> anyhow::Re
             "/etc/portico/portico.toml",
         ],
     )?;
-    let tasks = swarm.wait_running(&proxy, 1, LIMIT).await?;
-    let port = *tasks[0].ports.first().expect("a host-mode port");
+    let tasks = swarm.wait_running(&proxy, 2, LIMIT).await?;
+    let ports: Vec<u16> = tasks
+        .iter()
+        .map(|task| task.ports.first().copied().expect("a host-mode port"))
+        .collect();
     swarm.wait_running(&app, 2, LIMIT).await?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let url = format!("http://127.0.0.1:{port}/proxy/hello/");
+    let url = |port: u16| format!("http://127.0.0.1:{port}/proxy/hello/");
     let seen = wait_for("both app replicas through Portico", LIMIT, || async {
         let mut seen = BTreeSet::new();
         for _ in 0..10 {
-            let response = client.get(&url).send().await.ok()?;
+            let response = client.get(url(ports[0])).send().await.ok()?;
             if response.status() != 200 {
                 return None;
             }
@@ -377,5 +398,29 @@ async fn portico_as_a_swarm_service_reaches_apps_over_an_overlay() -> anyhow::Re
         eprintln!("Portico's logs:\n{logs}");
     }
     seen?;
+    // A session pinned by one Portico replica stays on its app replica through the other:
+    // the cookie, not either Portico's memory, names it.
+    let first = client.get(url(ports[0])).send().await?;
+    let cookie = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("portico_replica_"))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .expect("the replica cookie");
+    let pinned = replica_of(&first.text().await?);
+    wait_status_at(&client, &url(ports[1]), 200).await?;
+    for _ in 0..8 {
+        let body = client
+            .get(url(ports[1]))
+            .header("cookie", &cookie)
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert_eq!(replica_of(&body), pinned, "pinned across Portico replicas");
+    }
     Ok(())
 }
