@@ -164,6 +164,8 @@ struct Follower<'a> {
     swarm: Option<SwarmView>,
     /// Polls since the swarm view was opened or last found missing.
     polls: u32,
+    /// The last read of the swarm failed (told once, until one succeeds).
+    swarm_failing: bool,
 }
 
 /// Every how many polls the services and nodes are listed again even without an event, and a
@@ -188,6 +190,7 @@ impl<'a> Follower<'a> {
             own: None,
             swarm: None,
             polls: 0,
+            swarm_failing: false,
         }
     }
 
@@ -354,13 +357,25 @@ impl<'a> Follower<'a> {
         .await;
         match result {
             Ok(changed) => {
+                if std::mem::take(&mut self.swarm_failing) {
+                    tracing::info!(endpoint = %self.endpoint, "Swarm services can be read again");
+                }
                 view.prune();
                 changed || services
             }
-            Err(why) => {
-                tracing::warn!(endpoint = %self.endpoint, %why, "Swarm services can no longer be read; they are dropped until the swarm answers again");
+            // The engine left the swarm or was demoted: its services are gone from here.
+            Err(why) if swarm::not_a_manager(&why) => {
+                tracing::warn!(endpoint = %self.endpoint, %why, "the engine is no longer a swarm manager; its services are dropped");
                 self.swarm = None;
                 true
+            }
+            // A passing failure (a leader election, a slow manager): the services stay as last
+            // seen and the next poll tries again.
+            Err(why) => {
+                if !std::mem::replace(&mut self.swarm_failing, true) {
+                    tracing::warn!(endpoint = %self.endpoint, %why, "Swarm services cannot be read; serving them as last seen");
+                }
+                false
             }
         }
     }

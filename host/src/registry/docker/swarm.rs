@@ -67,6 +67,12 @@ struct SwarmTask {
 /// What went wrong asking the swarm.
 pub type SwarmError = String;
 
+/// True when the engine's answer says it is not (or no longer) a manager of a swarm, rather
+/// than a passing failure.
+pub fn not_a_manager(error: &str) -> bool {
+    error.contains("not a swarm manager") || error.contains("not part of a swarm")
+}
+
 impl SwarmView {
     /// Starts a view when the engine is a manager of an active swarm, else says why not.
     pub async fn open(docker: &Docker) -> Result<Self, SwarmError> {
@@ -466,6 +472,20 @@ mod tests {
 
     fn task(json: Value) -> SwarmTask {
         task_of(&json).expect("a task")
+    }
+
+    #[test]
+    fn only_a_lost_manager_role_drops_the_services() {
+        assert!(not_a_manager(
+            "GET /v1.41/tasks answered 503 Service Unavailable: {\"message\":\"This node is not a swarm manager. Use \\\"docker swarm init\\\" ...\"}"
+        ));
+        assert!(not_a_manager("This node is not part of a swarm"));
+        assert!(!not_a_manager(
+            "unix:///var/run/docker.sock did not answer GET /tasks within 10s"
+        ));
+        assert!(!not_a_manager(
+            "rpc error: code = Unknown desc = The swarm does not have a leader"
+        ));
     }
 
     #[test]
