@@ -10,6 +10,11 @@ const BUNDLED: &[(&str, &str)] = &[
     ("fastapi", "portico-plugin-fastapi"),
     ("flask", "portico-plugin-flask"),
     ("dash", "portico-plugin-dash"),
+    ("jupyter", "portico-plugin-jupyter"),
+    ("voila", "portico-plugin-voila"),
+    ("bokeh", "portico-plugin-bokeh"),
+    ("solara", "portico-plugin-solara"),
+    ("gradio", "portico-plugin-gradio"),
 ];
 
 fn main() {

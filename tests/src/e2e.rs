@@ -40,6 +40,12 @@ pub enum Kind {
     FastApi,
     Flask,
     Static,
+    Jupyter,
+    Voila,
+    Bokeh,
+    Panel,
+    Solara,
+    Gradio,
 }
 
 impl Kind {
@@ -51,6 +57,12 @@ impl Kind {
             Self::FastApi => "fastapi",
             Self::Flask => "flask",
             Self::Static => "static",
+            Self::Jupyter => "jupyter",
+            Self::Voila => "voila",
+            Self::Bokeh => "bokeh",
+            Self::Panel => "panel",
+            Self::Solara => "solara",
+            Self::Gradio => "gradio",
         }
     }
 
@@ -92,10 +104,79 @@ impl Kind {
                 &port,
             ],
             Self::Static => vec!["-m", "http.server", &port, "--bind", "127.0.0.1"],
+            // JupyterLab with no token or password. CI runs as root, which Jupyter refuses
+            // without --allow-root. The machine is offline, and JupyterLab would otherwise
+            // fetch its news feed and check PyPI for updates and extensions: all three off.
+            // `settings/page_config.json5` turns off what would cover the page (see there).
+            Self::Jupyter => vec![
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--allow-root",
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",
+                "--LabApp.app_settings_dir=settings",
+            ],
+            Self::Voila => vec![
+                "-m",
+                "voila",
+                "app.ipynb",
+                "--no-browser",
+                "--Voila.ip=127.0.0.1",
+                "--port",
+                &port,
+            ],
+            Self::Bokeh => vec![
+                "-m",
+                "bokeh",
+                "serve",
+                "app.py",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                &port,
+            ],
+            Self::Panel => vec![
+                "-m",
+                "panel",
+                "serve",
+                "app.py",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                &port,
+            ],
+            Self::Solara => vec![
+                "-m",
+                "solara",
+                "run",
+                "app.py",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--production",
+            ],
+            Self::Gradio => vec!["app.py", &port],
         };
         let ready = match self {
             Self::Streamlit => "/_stcore/health",
             Self::FastApi => "/openapi.json",
+            Self::Jupyter => "/api",
+            Self::Bokeh | Self::Panel => "/app",
+            // Solara keeps the root path of the first page it serves: probing `/` here would
+            // fix it at `/` before Portico sends the prefix.
+            Self::Solara => "/readyz",
+            // Voila's `/` starts a kernel and runs the notebook; its static files do not.
+            Self::Voila => "/voila/static/voila.js",
             _ => "/",
         };
         (args.into_iter().map(str::to_owned).collect(), ready)
@@ -311,13 +392,17 @@ pub struct App {
 }
 
 impl App {
-    async fn start(tools: &Tools, kind: Kind, test: &str) -> anyhow::Result<Self> {
+    /// Starts the app `spec` describes and waits until it is ready.
+    async fn start(tools: &Tools, spec: &AppSpec<'_>, test: &str) -> anyhow::Result<Self> {
+        let kind = spec.kind;
         let port = free_port()?;
         let (args, ready) = kind.command(port);
+        let ready = spec.ready.as_deref().unwrap_or(ready);
         let log = artifacts_dir().join(format!("{test}-{}.log", kind.id()));
         let mut command = Command::new(&tools.python);
         command
             .args(&args)
+            .args(&spec.args)
             .current_dir(apps_dir().join(kind.id()))
             .env("PYTHONUNBUFFERED", "1")
             // Streamlit writes to ~/.streamlit; a scratch home keeps runs independent.
@@ -334,6 +419,43 @@ impl App {
             port,
             process,
         })
+    }
+}
+
+/// One app of a session: the id it is served under, its kind, and what changes in its command.
+#[derive(Debug, Clone)]
+pub struct AppSpec<'a> {
+    pub id: &'a str,
+    pub kind: Kind,
+    /// Arguments after the kind's own (later ones win on most command lines): a base URL that
+    /// names the id, say.
+    pub args: Vec<String>,
+    /// The path that answers 2xx once the app is ready, in place of the kind's (an app told to
+    /// serve under a base path answers only there).
+    pub ready: Option<String>,
+}
+
+impl<'a> AppSpec<'a> {
+    /// `kind` under `id`, started as the kind says.
+    pub fn new(id: &'a str, kind: Kind) -> Self {
+        Self {
+            id,
+            kind,
+            args: Vec::new(),
+            ready: None,
+        }
+    }
+
+    /// Adds `args` after the kind's arguments.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Waits for `path` instead of the kind's ready path.
+    pub fn ready(mut self, path: impl Into<String>) -> Self {
+        self.ready = Some(path.into());
+        self
     }
 }
 
@@ -367,21 +489,56 @@ impl Session {
         service_lines: &str,
         sections: &str,
     ) -> anyhow::Result<Option<Self>> {
+        let named: Vec<(&str, Kind)> = kinds.iter().map(|&kind| (kind.id(), kind)).collect();
+        Self::open_named(name, &named, service_lines, sections).await
+    }
+
+    /// As [`Session::open_with`], with each app served under the given id: two apps of one
+    /// framework side by side, say.
+    pub async fn open_named(
+        name: &str,
+        apps_by_id: &[(&str, Kind)],
+        service_lines: &str,
+        sections: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let specs: Vec<AppSpec<'_>> = apps_by_id
+            .iter()
+            .map(|&(id, kind)| AppSpec::new(id, kind))
+            .collect();
+        Self::open_apps(name, &specs, service_lines, sections).await
+    }
+
+    /// As [`Session::open_named`], with each app's command adjusted by its [`AppSpec`]. The
+    /// apps start in parallel.
+    pub async fn open_apps(
+        name: &str,
+        specs: &[AppSpec<'_>],
+        service_lines: &str,
+        sections: &str,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(tools) = tools_or_skip(name) else {
             return Ok(None);
         };
         let slot = BROWSER_SLOT.lock().await;
-        let mut apps = Vec::new();
+        let logs: Vec<String> = specs
+            .iter()
+            .map(|spec| format!("{name}-{}", spec.id))
+            .collect();
+        let apps = futures_util::future::try_join_all(
+            specs
+                .iter()
+                .zip(&logs)
+                .map(|(spec, log)| App::start(tools, spec, log)),
+        )
+        .await?;
         let mut body = String::new();
-        for &kind in kinds {
-            let app = App::start(tools, kind, name).await?;
+        for (spec, app) in specs.iter().zip(&apps) {
             body.push_str(&crate::proxy::service(
-                kind.id(),
-                kind.service_type(),
+                spec.id,
+                spec.kind.service_type(),
                 ([127, 0, 0, 1], app.port).into(),
             ));
             body.push_str(service_lines);
-            apps.push(app);
         }
         body.push_str(sections);
         Self::connect(name, tools, apps, &body, slot)
@@ -747,6 +904,12 @@ impl Browser {
                         .to_owned();
                 }
             }
+            // A response that arrived and that the page then closed itself is the page's
+            // choice, not a failure: Gradio aborts its event stream when the server says
+            // `close_stream`, racing the end of the body.
+            "Network.loadingFailed"
+                if params["canceled"].as_bool() == Some(true)
+                    && exchange.status.is_some_and(|status| status < 400) => {}
             "Network.loadingFailed" => {
                 let mut failure = params["errorText"].as_str().unwrap_or("failed").to_owned();
                 if let Some(reason) = params["blockedReason"].as_str() {
@@ -803,7 +966,12 @@ impl Browser {
         Ok(ours
             .into_iter()
             .filter(|exchange| {
-                exchange.failure.is_some()
+                // Chromium logs a fetch answered `204 No Content` without `Content-Length`
+                // (Tornado's, Jupyter's workspace saves) as `net::ERR_ABORTED`, though the page
+                // received the 204: the same happens without Portico in between.
+                let no_content_aborted = exchange.status == Some(204)
+                    && exchange.failure.as_deref() == Some("net::ERR_ABORTED");
+                (exchange.failure.is_some() && !no_content_aborted)
                     || exchange.status.is_some_and(|status| status >= 400)
                     || (exchange.websocket && exchange.status.is_some_and(|status| status != 101))
             })
@@ -829,6 +997,39 @@ impl Browser {
             let _ = writeln!(text, "{line}");
         }
         text
+    }
+
+    /// The browser console's errors so far (`SEVERE` entries: `console.error`, uncaught
+    /// exceptions, resources that failed to load).
+    pub async fn console_errors(&mut self) -> anyhow::Result<Vec<String>> {
+        self.collect_logs().await?;
+        Ok(self
+            .console
+            .iter()
+            .filter(|line| line.starts_with("SEVERE "))
+            .cloned()
+            .collect())
+    }
+
+    /// The requests to Portico seen so far (WebSockets included) whose path is under none of
+    /// `prefixes` (`/proxy/{id}/`): what escaped the apps' prefixes.
+    pub async fn requests_outside(&mut self, prefixes: &[&str]) -> anyhow::Result<Vec<String>> {
+        let origin = self.origin.clone();
+        let ws_origin = origin.replacen("http://", "ws://", 1);
+        let favicon_probe = format!("{origin}/favicon.ico");
+        Ok(self
+            .requested_urls()
+            .await?
+            .into_iter()
+            .filter(|url| url != &favicon_probe)
+            .filter_map(|url| {
+                let path = url
+                    .strip_prefix(&origin)
+                    .or_else(|| url.strip_prefix(&ws_origin))?
+                    .to_owned();
+                (!prefixes.iter().any(|prefix| path.starts_with(prefix))).then_some(url)
+            })
+            .collect())
     }
 
     /// The URLs of the requests seen so far (drains the logs first).
