@@ -106,6 +106,10 @@ pub struct ServiceConfig {
     /// did, probed with backoff.
     #[serde(default)]
     pub health_path: Option<String>,
+    /// The app serves under `/proxy/{id}/` itself (Jupyter with `base_url`): keep the prefix
+    /// on upstream paths. Passed to the plugin as the label `portico.keep_prefix`.
+    #[serde(default)]
+    pub keep_prefix: bool,
     /// Answer 502 instead of using the generic behaviour when the plugin fails.
     #[serde(default)]
     pub fail_closed: bool,

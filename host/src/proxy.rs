@@ -282,6 +282,12 @@ struct Context {
 }
 
 impl Context {
+    /// Whether the prefix stays on upstream paths in the generic behaviour: the plugin says so
+    /// for all its services, or the service does (Jupyter with `base_url`).
+    fn keeps_prefix(&self) -> bool {
+        self.plugin.info().keep_prefix || self.service.keep_prefix
+    }
+
     /// The headers the auth service granted, set last on the upstream request.
     fn granted(&self) -> &[(axum::http::HeaderName, HeaderValue)] {
         self.identity

@@ -138,6 +138,9 @@ pub struct ServiceSpec {
     pub sticky: bool,
     /// The path whose 2xx answer makes a probed replica ready.
     pub health_path: Option<String>,
+    /// The app serves under `/proxy/{id}/` itself (Jupyter with `base_url`): the prefix stays
+    /// on upstream paths, in the generic behaviour and in readiness probes too.
+    pub keep_prefix: bool,
     /// Answer 502 when the plugin fails instead of using the generic behaviour.
     pub fail_closed: bool,
     /// Labels passed to the plugin.
@@ -366,7 +369,12 @@ impl ServiceTable {
                             let probing = replica.probe && spec.health_path.is_some();
                             let state = Arc::new(ReplicaState::new(probing));
                             if let Some(path) = spec.health_path.as_deref().filter(|_| probing) {
-                                probe::spawn(self, &spec.id, replica, path, &state);
+                                let path = if spec.keep_prefix {
+                                    format!("/proxy/{}{path}", spec.id)
+                                } else {
+                                    path.to_owned()
+                                };
+                                probe::spawn(self, &spec.id, replica, &path, &state);
                             }
                             state
                         })
@@ -477,6 +485,7 @@ mod tests {
             balance: Balance::First,
             sticky: false,
             health_path: None,
+            keep_prefix: false,
             fail_closed: false,
             labels: BTreeMap::new(),
             access: Access::SignedIn,

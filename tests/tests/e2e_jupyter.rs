@@ -65,7 +65,8 @@ async fn jupyterlab_with_base_url_keeps_prefix() -> anyhow::Result<()> {
         .args(dirs.args())
         .args(["--ServerApp.base_url=/proxy/nb/"])
         .ready("/proxy/nb/api")];
-    let service = "labels = { keep_prefix = \"true\" }\n";
+    // Probed at /proxy/nb/api before it takes traffic: the prefix stays on the probe too.
+    let service = "keep_prefix = true\nhealth_path = \"/api\"\n";
     let Some(mut session) = Session::open_apps("jupyter-base-url", &specs, service, "").await?
     else {
         return Ok(());

@@ -26,7 +26,7 @@ pub(super) async fn forward(
     request: axum::extract::Request,
 ) -> Result<Response, ProxyError> {
     let upstream = with_fallback(&ctx.service, ctx.plugin.on_request(&ctx.request), || {
-        fallback::on_request(&ctx.request, ctx.plugin.info().keep_prefix)
+        fallback::on_request(&ctx.request, ctx.keeps_prefix())
     })
     .await?;
     let (parts, body) = request.into_parts();

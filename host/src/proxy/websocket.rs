@@ -89,7 +89,7 @@ pub(super) async fn forward(
     let plan = with_fallback(
         &ctx.service,
         ctx.plugin.on_websocket(&ctx.request, &offered),
-        || fallback::on_websocket(&ctx.request, ctx.plugin.info().keep_prefix),
+        || fallback::on_websocket(&ctx.request, ctx.keeps_prefix()),
     )
     .await?;
     let protocols = match &plan.protocols {

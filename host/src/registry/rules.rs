@@ -30,6 +30,8 @@ pub const BALANCE: &str = "portico.balance";
 pub const STICKY: &str = "portico.sticky";
 /// The path probed before a replica takes traffic; empty turns probing off.
 pub const HEALTH_PATH: &str = "portico.health_path";
+/// `true`: the app serves under `/proxy/{id}/` itself, so the prefix is kept.
+pub const KEEP_PREFIX: &str = "portico.keep_prefix";
 
 /// The frameworks that keep a browser session's state in the process that served its page:
 /// their services pin sessions to a replica unless told otherwise.
@@ -223,6 +225,10 @@ fn service(workload: &Workload, id: Option<&str>, rules: &Rules<'_>) -> ServiceS
         balance,
         sticky,
         health_path,
+        keep_prefix: workload
+            .labels
+            .get(KEEP_PREFIX)
+            .is_some_and(|value| value.trim() == "true"),
         fail_closed: false,
         labels,
         aliases,

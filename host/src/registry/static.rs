@@ -28,8 +28,15 @@ pub fn services(config: &Config) -> Vec<ServiceSpec> {
                 .sticky
                 .unwrap_or_else(|| rules::sticky_by_default(&service.service_type)),
             health_path: service.health_path.clone(),
+            keep_prefix: service.keep_prefix,
             fail_closed: service.fail_closed,
-            labels: service.labels.clone(),
+            labels: {
+                let mut labels = service.labels.clone();
+                if service.keep_prefix {
+                    labels.insert(rules::KEEP_PREFIX.to_owned(), "true".to_owned());
+                }
+                labels
+            },
             access: match (&service.auth, &service.allow_users) {
                 (ServiceAuth::None, _) => Access::Open,
                 (ServiceAuth::Forward, Some(users)) => Access::Users(users.as_slice().into()),

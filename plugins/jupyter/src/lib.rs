@@ -22,8 +22,8 @@
 //!   (`/kernelspecs/python3/logo-svg.svg`, shown by the launcher), which move likewise. Jupyter's cookies (`_xsrf`, `username-{host}`) come with `Path=/` and are scoped
 //!   to the prefix, so two Jupyters in one browser each see their own `_xsrf`, which the
 //!   frontend sends back as `X-XSRFToken` on every POST, PUT, PATCH and DELETE.
-//! - **Prefix kept** (label `portico.keep_prefix=true`, or `keep_prefix = "true"` among a file
-//!   service's labels): Jupyter was started with `--ServerApp.base_url=/proxy/{id}/`, as
+//! - **Prefix kept** (label `portico.keep_prefix=true`, or `keep_prefix = true` on a file
+//!   service, which Portico passes on as that label): Jupyter was started with `--ServerApp.base_url=/proxy/{id}/`, as
 //!   platforms often do. It serves only below that path (everything else is a 404), so the
 //!   prefix stays on upstream paths and nothing is rewritten: its pages, redirects and cookie
 //!   paths are already right.
@@ -33,8 +33,8 @@
 //! Jupyter also refuses a `Host` that is not loopback unless it runs with
 //! `--ServerApp.allow_remote_access=True` (the default when it listens on a non-loopback
 //! address, as in a container). Its readiness path is `{base_url}api`: `/api` unmodified,
-//! `/proxy/{id}/api` with the prefix kept (the plugin's `health_path` is the former; a
-//! prefix-kept service discovered from a label names its own with `portico.health_path`).
+//! `/proxy/{id}/api` with the prefix kept (Portico probes a prefix-kept service below its
+//! prefix).
 
 use portico_plugin_sdk::{
     Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan, Service,
