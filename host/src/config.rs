@@ -79,6 +79,10 @@ pub struct Config {
     /// Passive health of upstreams: when a failing one is ejected.
     #[serde(default)]
     pub balance: BalanceConfig,
+    /// What the command line set over the file (`--listen`, `--plugins-dir`), applied again to
+    /// every edited version of the file.
+    #[serde(skip)]
+    pub overrides: Overrides,
     /// Forward authentication: who may open which service.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -293,6 +297,26 @@ impl Default for Retry {
 impl Retry {
     pub fn budget(&self) -> Duration {
         Duration::from_millis(self.budget_ms)
+    }
+}
+
+/// Settings the command line gives over the file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub plugins_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Applies the command line's settings over the file's, and remembers them.
+    pub fn override_with(&mut self, overrides: Overrides) {
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = &overrides.plugins_dir {
+            self.plugins.dir.clone_from(dir);
+        }
+        self.overrides = overrides;
     }
 }
 
@@ -845,6 +869,7 @@ impl Default for Config {
             balance: BalanceConfig::default(),
             client: ClientConfig::default(),
             admin: AdminConfig::default(),
+            overrides: Overrides::default(),
             auth: AuthConfig::default(),
         }
     }

@@ -85,7 +85,39 @@ pub struct ServiceMetrics {
     retries: AtomicU64,
     websockets_open: AtomicI64,
     websockets_total: AtomicU64,
+    /// Requests that arrived without the prefix, by how they were routed here.
+    unprefixed: [AtomicU64; Routed::ALL.len()],
+    /// Replicas taken out of the rotation after connection failures.
+    ejections: AtomicU64,
 }
+
+/// How a request that arrived without `/proxy/{id}/` found its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// The `Referer` named the service's page.
+    Referer,
+    /// The affinity cookie named the service.
+    Cookie,
+    /// A plugin claimed the path.
+    Claim,
+}
+
+impl Routed {
+    pub const ALL: [Self; 3] = [Self::Referer, Self::Cookie, Self::Claim];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Referer => "referer",
+            Self::Cookie => "cookie",
+            Self::Claim => "claim",
+        }
+    }
+}
+
+/// How many (path, service) pairs of un-prefixed requests are remembered for the log: the
+/// first of each is logged at info level, so a plugin author sees what escaped the prefix.
+/// Paths are the client's, so the memory is bounded.
+const ESCAPES_REMEMBERED: usize = 4096;
 
 impl Default for ServiceMetrics {
     fn default() -> Self {
@@ -98,6 +130,8 @@ impl Default for ServiceMetrics {
             retries: AtomicU64::new(0),
             websockets_open: AtomicI64::new(0),
             websockets_total: AtomicU64::new(0),
+            unprefixed: Default::default(),
+            ejections: AtomicU64::new(0),
         }
     }
 }
@@ -132,6 +166,11 @@ impl ServiceMetrics {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a replica ejected after connection failures.
+    pub fn ejection(&self) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a WebSocket as open until the guard is dropped.
     pub fn websocket(self: &Arc<Self>) -> WebsocketGuard {
         self.websockets_open.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +197,10 @@ pub struct Metrics {
     config_rejections: AtomicU64,
     auth: [AtomicU64; AuthOutcome::ALL.len()],
     auth_cache_hits: AtomicU64,
+    /// Un-prefixed requests no service took.
+    unrouted: AtomicU64,
+    /// The (path, service) pairs of un-prefixed requests logged so far.
+    escapes: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -185,6 +228,28 @@ impl Metrics {
 
     pub fn config_rejected(&self) {
         self.config_rejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that arrived without the prefix and was routed to service `id`; the
+    /// first one of each path and service is logged at info level.
+    pub fn unprefixed(&self, id: &str, path: &str, routed: Routed) {
+        let index = Routed::ALL.iter().position(|r| *r == routed).unwrap_or(0);
+        self.service(id).unprefixed[index].fetch_add(1, Ordering::Relaxed);
+        let first = {
+            let mut escapes = self
+                .escapes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            escapes.len() < ESCAPES_REMEMBERED && escapes.insert((path.to_owned(), id.to_owned()))
+        };
+        if first {
+            tracing::info!(service = %id, %path, via = routed.label(), "a request arrived without the service's prefix; its page or plugin let the URL escape");
+        }
+    }
+
+    /// Counts a request that arrived without the prefix and that no service took.
+    pub fn unrouted(&self) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one decision of forward authentication.
@@ -317,6 +382,44 @@ impl Metrics {
                 out,
                 "portico_websockets_total{{service=\"{id}\"}} {}",
                 load(&m.websockets_total)
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_unprefixed_requests_total",
+            "counter",
+            "Requests that arrived without /proxy/{id}/, by the service they were routed to and how (referer, cookie, claim); via=\"none\" counts those no service took.",
+        );
+        for (id, m) in services.iter() {
+            for (routed, counter) in Routed::ALL.iter().zip(&m.unprefixed) {
+                let count = load(counter);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "portico_unprefixed_requests_total{{service=\"{id}\",via=\"{}\"}} {count}",
+                        routed.label()
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "portico_unprefixed_requests_total{{service=\"\",via=\"none\"}} {}",
+            load(&self.unrouted)
+        );
+
+        header(
+            &mut out,
+            "portico_replica_ejections_total",
+            "counter",
+            "Replicas taken out of a service's rotation after connection failures.",
+        );
+        for (id, m) in services.iter() {
+            let _ = writeln!(
+                out,
+                "portico_replica_ejections_total{{service=\"{id}\"}} {}",
+                load(&m.ejections)
             );
         }
 
@@ -501,6 +604,28 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unprefixed_requests_are_counted_and_logged_once() {
+        let metrics = Metrics::default();
+        metrics.unprefixed("a", "/static/x.js", Routed::Referer);
+        metrics.unprefixed("a", "/static/x.js", Routed::Referer);
+        metrics.unprefixed("a", "/_stcore/health", Routed::Claim);
+        metrics.unrouted();
+        let text = metrics.render(&[]);
+        assert!(
+            text.contains("portico_unprefixed_requests_total{service=\"a\",via=\"referer\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("portico_unprefixed_requests_total{service=\"a\",via=\"claim\"} 1"));
+        assert!(text.contains("portico_unprefixed_requests_total{service=\"\",via=\"none\"} 1"));
+        let remembered = metrics
+            .escapes
+            .lock()
+            .map(|escapes| escapes.len())
+            .unwrap_or_default();
+        assert_eq!(remembered, 2, "one per path and service");
+    }
 
     #[test]
     fn renders_counts_and_buckets() {

@@ -267,16 +267,17 @@ impl Service {
         self.states[attempt.replica].succeeded(attempt.url);
     }
 
-    /// Records that an attempt could not connect, ejecting the replica when it keeps failing.
-    pub fn failed(&self, attempt: Attempt, outliers: &Outliers) {
+    /// Records that an attempt could not connect, ejecting the replica when it keeps failing;
+    /// true when this ejected it.
+    pub fn failed(&self, attempt: Attempt, outliers: &Outliers) -> bool {
         if self.replicas.len() < 2 {
-            return;
+            return false;
         }
-        if let Some(length) =
-            self.states[attempt.replica].failed(outliers, std::time::Instant::now())
-        {
+        let ejected = self.states[attempt.replica].failed(outliers, std::time::Instant::now());
+        if let Some(length) = ejected {
             tracing::info!(service = %self.id, replica = %self.replicas[attempt.replica].key, ejected_for = ?length, "replica ejected after connection failures");
         }
+        ejected.is_some()
     }
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{any, get};
 
 use crate::config::{Config, ConfigError};
-use crate::metrics::{Metrics, UNROUTED};
+use crate::metrics::{Metrics, Routed, UNROUTED};
 use crate::plugin::{DirWatch, PluginError, PluginRegistry, Runtime};
 use crate::proxy::{self, Proxy, ProxyError, Target, assets, headers};
 use crate::registry::{Lookup, Service, ServiceTable, Source, docker, r#static};
@@ -295,6 +295,12 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
     match routed {
         Ok((service, via)) => {
             tracing::debug!(%path, service = %service.id, ?via, "un-prefixed request routed");
+            let routed = match via {
+                assets::Via::Referer => Routed::Referer,
+                assets::Via::Cookie => Routed::Cookie,
+                assets::Via::Claim(_) => Routed::Claim,
+            };
+            state.proxy.metrics().unprefixed(&service.id, &path, routed);
             let peer = peer(&request);
             state
                 .proxy
@@ -311,7 +317,10 @@ async fn orphan(State(state): State<AppState>, request: Request) -> Response {
                 )
                 .await
         }
-        Err(why) => unrouted(&state, &ProxyError::NoRoute(why), html, started),
+        Err(why) => {
+            state.proxy.metrics().unrouted();
+            unrouted(&state, &ProxyError::NoRoute(why), html, started)
+        }
     }
 }
 
@@ -502,33 +511,17 @@ fn watch_config(
 ) -> Result<r#static::ConfigWatch, ServeError> {
     let applied = Arc::downgrade(proxy);
     let refused = Arc::downgrade(proxy);
-    let listen = initial.listen;
-    let admin = initial.admin.clone();
-    let workers = initial.workers;
-    let plugins = initial.plugins.clone();
-    let docker = initial.docker.clone();
-    let client = initial.client.clone();
+    let running = initial.clone();
     r#static::watch(
         path.clone(),
-        move |config| {
-            let Some(proxy) = applied.upgrade() else { return };
-            if config.listen != listen || config.workers != workers {
-                tracing::warn!(listen = %config.listen, "changed listen or workers take effect at the next start");
-            }
-            if config.admin != admin {
-                tracing::warn!("changed [admin] listen takes effect at the next start");
-            }
-            if config.plugins != plugins {
-                tracing::warn!("changed [plugins] settings take effect at the next start");
-            }
-            if config.docker != docker {
-                tracing::warn!("changed [docker] settings take effect at the next start");
-            }
-            let restart_only = |c: &crate::config::ClientConfig| {
-                (c.header_timeout_ms, c.keepalive_timeout_ms, c.max_connections)
+        move |mut config| {
+            let Some(proxy) = applied.upgrade() else {
+                return;
             };
-            if restart_only(&config.client) != restart_only(&client) {
-                tracing::warn!("changed [client] timeouts and max_connections take effect at the next start");
+            // The command line's --listen and --plugins-dir still stand.
+            config.override_with(running.overrides.clone());
+            for what in restart_only_changes(&running, &config) {
+                tracing::warn!("changed {what} take effect at the next start");
             }
             proxy
                 .services()
@@ -545,18 +538,44 @@ fn watch_config(
     .map_err(|source| ServeError::Watch { path, source })
 }
 
+/// The settings that differ between the running configuration and an edited one but apply
+/// only at the next start, as people name them.
+fn restart_only_changes(running: &Config, edited: &Config) -> Vec<&'static str> {
+    let client = |c: &crate::config::ClientConfig| {
+        (
+            c.header_timeout_ms,
+            c.keepalive_timeout_ms,
+            c.max_connections,
+        )
+    };
+    [
+        (
+            edited.listen != running.listen || edited.workers != running.workers,
+            "listen or workers",
+        ),
+        (edited.admin != running.admin, "[admin] listen"),
+        (edited.plugins != running.plugins, "[plugins] settings"),
+        (edited.docker != running.docker, "[docker] settings"),
+        (
+            client(&edited.client) != client(&running.client),
+            "[client] timeouts and max_connections",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(changed, what)| changed.then_some(what))
+    .collect()
+}
+
 /// Runs the proxy until interrupted (Ctrl-C or SIGTERM).
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(dir) = args.plugins_dir {
-        config.plugins.dir = dir;
-    }
+    config.override_with(crate::config::Overrides {
+        listen: args.listen,
+        plugins_dir: args.plugins_dir,
+    });
     let mut signals = Signals::new();
     let running = start(config, args.config.clone()).await?;
     while let Signal::Reload = signals.next().await {
@@ -622,7 +641,8 @@ pub fn init_logging() {
 
 #[cfg(test)]
 mod tests {
-    use super::split_prefixed;
+    use super::{restart_only_changes, split_prefixed};
+    use crate::config::{Config, Overrides};
 
     #[test]
     fn prefixed_paths_split() {
@@ -630,5 +650,33 @@ mod tests {
         assert_eq!(split_prefixed("/proxy/a/"), Some(("a", "/")));
         assert_eq!(split_prefixed("/proxy/a"), Some(("a", "")));
         assert_eq!(split_prefixed("/other"), None);
+    }
+
+    #[test]
+    fn command_line_settings_are_no_edit() {
+        let file = "listen = \"127.0.0.1:8080\"\n";
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9999".parse().expect("addr")),
+            plugins_dir: Some("/opt/plugins".into()),
+        };
+        let mut running = Config::parse(file, None).expect("valid");
+        running.override_with(overrides.clone());
+        let mut edited = Config::parse(
+            &format!("{file}[[services]]\nid = \"a\"\nupstreams = [\"http://127.0.0.1:1\"]\n"),
+            None,
+        )
+        .expect("valid");
+        edited.override_with(running.overrides.clone());
+        assert_eq!(restart_only_changes(&running, &edited), Vec::<&str>::new());
+        let moved = Config::parse(
+            "listen = \"127.0.0.1:8081\"\n[plugins]\ncall_timeout_ms = 10\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            restart_only_changes(&running, &moved),
+            vec!["listen or workers", "[plugins] settings"],
+            "without the overrides, the file's own values differ"
+        );
     }
 }

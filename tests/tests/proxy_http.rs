@@ -882,3 +882,35 @@ async fn metrics_count_requests_and_plugin_calls() -> anyhow::Result<()> {
     assert!(calls >= 1, "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn unprefixed_requests_are_counted_by_how_they_were_routed() -> anyhow::Result<()> {
+    let upstream = upstream(Router::new().fallback(|| async { "asset" })).await?;
+    let portico =
+        Portico::start(&format!("{}{}", service("app", "generic", upstream), ADMIN)).await?;
+    for _ in 0..2 {
+        let response = portico
+            .client
+            .get(portico.url("/static/app.js"))
+            .header(header::REFERER, portico.url("/proxy/app/"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let unclaimed = portico
+        .client
+        .get(portico.url("/nowhere.js"))
+        .send()
+        .await?;
+    assert_eq!(unclaimed.status(), StatusCode::NOT_FOUND);
+    let metrics = portico.metrics().await?;
+    assert!(
+        metrics.contains("portico_unprefixed_requests_total{service=\"app\",via=\"referer\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portico_unprefixed_requests_total{service=\"\",via=\"none\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

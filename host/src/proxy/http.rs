@@ -83,8 +83,10 @@ pub(super) async fn forward(
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
-                    if failure.kind != UpstreamFailure::Invalid {
-                        ctx.service.failed(attempt, &live.outliers);
+                    if failure.kind != UpstreamFailure::Invalid
+                        && ctx.service.failed(attempt, &live.outliers)
+                    {
+                        metrics.ejection();
                     }
                     tracing::debug!(service = %ctx.service.id, upstream = %base, error = %failure.detail, "upstream attempt failed");
                     let elsewhere = attempts[i + 1..]

@@ -176,8 +176,10 @@ async fn connect(
                     if failure.kind == UpstreamFailure::Refused {
                         ctx.service.health.set(Status::Down);
                     }
-                    if failure.kind != UpstreamFailure::Invalid {
-                        ctx.service.failed(attempt, &live.outliers);
+                    if failure.kind != UpstreamFailure::Invalid
+                        && ctx.service.failed(attempt, &live.outliers)
+                    {
+                        metrics.ejection();
                     }
                     // A handshake always goes out on a fresh connection: one that reached the
                     // upstream and failed is not sent again.
