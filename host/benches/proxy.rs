@@ -1,5 +1,6 @@
 //! Side-by-side proxy benchmark: the same upstream reached directly, through Portico (release
-//! binary, generic plugin hooks on every request), through Portico with forward authentication
+//! binary, generic plugin hooks on every request), through Portico balancing over two replicas
+//! of it (`portico-2-replicas`, small GETs only), through Portico with forward authentication
 //! on (`fwdauth`, the auth service answering from memory) and through nginx when it is
 //! installed, in one run, so the machine's noise hits them alike. Then the memory run: Portico and nginx each
 //! hold thousands of idle keep-alive connections, then idle relayed WebSockets, and the growth
@@ -102,9 +103,56 @@ fn main() -> anyhow::Result<()> {
         print_fair_share(fair_share(&workspace, &portico_bin, run.path(), upstream)?);
         return Ok(());
     }
+    // `cargo bench --bench proxy -- replicas` measures the small GETs direct, through Portico
+    // and across two replicas alone.
+    let replicas_only = std::env::args().any(|arg| arg == "replicas");
 
+    // The second replica is the same server on the same single thread: two replicas have no
+    // more capacity than one, so their row shows what balancing costs Portico, not what a
+    // second upstream adds.
+    let replica = free_port()?;
+    upstream_rt.spawn(serve_upstream(replica));
     let portico_port = free_port()?;
-    let portico = start_portico(&portico_bin, run.path(), upstream, portico_port, "", "")?;
+    let portico = start_portico(&portico_bin, run.path(), &[upstream], portico_port, "", "")?;
+    let replicas_port = free_port()?;
+    let replicas_dir = run.path().join("replicas");
+    std::fs::create_dir_all(&replicas_dir)?;
+    let with_replicas = start_portico(
+        &portico_bin,
+        &replicas_dir,
+        &[upstream, replica],
+        replicas_port,
+        "",
+        "",
+    )?;
+    let mut targets = vec![
+        Target {
+            name: "direct",
+            addr: format!("127.0.0.1:{}", upstream.port()),
+            prefix: "",
+            small_only: replicas_only,
+        },
+        Target {
+            name: "portico",
+            addr: format!("127.0.0.1:{}", portico_port.port()),
+            prefix: "/proxy/bench",
+            small_only: replicas_only,
+        },
+        Target {
+            name: "portico-2-replicas",
+            addr: format!("127.0.0.1:{}", replicas_port.port()),
+            prefix: "/proxy/bench",
+            small_only: true,
+        },
+    ];
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if replicas_only {
+        print_throughput(&throughput(&targets, &client_rt)?)?;
+        return Ok(());
+    }
+
     // The same with forward authentication on, the auth service answering from memory.
     let auth_port = free_port()?;
     let auth_dir = run.path().join("auth");
@@ -112,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     let with_auth = start_portico(
         &portico_bin,
         &auth_dir,
-        upstream,
+        &[upstream],
         auth_port,
         "",
         &format!("[auth]\nforward_url = \"http://{upstream}/auth\"\n"),
@@ -120,47 +168,25 @@ fn main() -> anyhow::Result<()> {
     let nginx_port = free_port()?;
     let nginx = start_nginx(run.path(), upstream, nginx_port)?;
 
-    let mut targets = vec![
-        (
-            "direct",
-            format!("127.0.0.1:{}", upstream.port()),
-            String::new(),
-        ),
-        (
-            "portico",
-            format!("127.0.0.1:{}", portico_port.port()),
-            "/proxy/bench".to_owned(),
-        ),
-        (
-            "fwdauth",
-            format!("127.0.0.1:{}", auth_port.port()),
-            "/proxy/bench".to_owned(),
-        ),
-    ];
+    targets.push(Target {
+        name: "fwdauth",
+        addr: format!("127.0.0.1:{}", auth_port.port()),
+        prefix: "/proxy/bench",
+        small_only: false,
+    });
     if nginx.is_some() {
-        targets.push((
-            "nginx",
-            format!("127.0.0.1:{}", nginx_port.port()),
-            "/proxy/bench".to_owned(),
-        ));
+        targets.push(Target {
+            name: "nginx",
+            addr: format!("127.0.0.1:{}", nginx_port.port()),
+            prefix: "/proxy/bench",
+            small_only: false,
+        });
     } else {
         eprintln!("nginx not found: measuring direct and Portico only");
     }
-    for (_, addr, prefix) in &targets {
-        wait_ready(&format!("http://{addr}{prefix}/small"))?;
-    }
-
-    let client_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut rows = Vec::new();
-    for (name, addr, prefix) in &targets {
-        let small = wrk(&format!("http://{addr}{prefix}/small"), SMALL_CONNECTIONS)?;
-        let large = wrk(&format!("http://{addr}{prefix}/large"), LARGE_CONNECTIONS)?;
-        let ws = client_rt.block_on(ws_round_trips(&format!("ws://{addr}{prefix}/ws")))?;
-        rows.push((name.to_string(), small, large, ws));
-    }
+    let rows = throughput(&targets, &client_rt)?;
     drop(portico);
+    drop(with_replicas);
     drop(with_auth);
     drop(nginx);
 
@@ -168,7 +194,7 @@ fn main() -> anyhow::Result<()> {
         (
             "portico",
             idle_memory(&client_rt, |listen| {
-                start_portico(&portico_bin, run.path(), upstream, listen, "", "").map(Some)
+                start_portico(&portico_bin, run.path(), &[upstream], listen, "", "").map(Some)
             })?,
         ),
         (
@@ -214,7 +240,7 @@ fn fair_share(
     let _portico = start_portico(
         bin,
         dir,
-        upstream,
+        &[upstream],
         listen,
         "quarantine_failures = 1000000000\n",
         &format!(
@@ -240,6 +266,57 @@ fn fair_share(
         alone,
         beside_spinner: beside_spinner?.rps,
     })
+}
+
+/// A server the throughput run loads.
+#[derive(Debug)]
+struct Target {
+    name: &'static str,
+    addr: String,
+    /// What comes before the upstream's own paths (`/small`, `/large`, `/ws`).
+    prefix: &'static str,
+    /// Only the small GETs: the 1 MiB GETs and the WebSocket echo are left out.
+    small_only: bool,
+}
+
+impl Target {
+    fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{}{path}", self.addr, self.prefix)
+    }
+}
+
+/// A target's figures; `None` for the loads it left out.
+#[derive(Debug)]
+struct Row {
+    name: &'static str,
+    small: Load,
+    large: Option<Load>,
+    ws: Option<Echo>,
+}
+
+/// Loads the targets one after the other, once all of them answer.
+fn throughput(targets: &[Target], rt: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Row>> {
+    for target in targets {
+        wait_ready(&target.url("http", "/small"))?;
+    }
+    let mut rows = Vec::new();
+    for target in targets {
+        let small = wrk(&target.url("http", "/small"), SMALL_CONNECTIONS)?;
+        let (large, ws) = if target.small_only {
+            (None, None)
+        } else {
+            let large = wrk(&target.url("http", "/large"), LARGE_CONNECTIONS)?;
+            let ws = rt.block_on(ws_round_trips(&target.url("ws", "/ws")))?;
+            (Some(large), Some(ws))
+        };
+        rows.push(Row {
+            name: target.name,
+            small,
+            large,
+            ws,
+        });
+    }
+    Ok(rows)
 }
 
 /// One wrk run: requests/s and latency percentiles in microseconds.
@@ -312,20 +389,26 @@ impl Drop for Running {
 }
 
 /// Starts Portico with client limits and timeouts that let the memory run hold all its idle
-/// connections.
+/// connections. Service `bench` has `upstreams` as its replicas, balanced by the default
+/// policy.
 fn start_portico(
     bin: &Path,
     dir: &Path,
-    upstream: SocketAddr,
+    upstreams: &[SocketAddr],
     listen: SocketAddr,
     more_plugins: &str,
     more_services: &str,
 ) -> anyhow::Result<Running> {
     let config = dir.join("portico.toml");
+    let upstreams = upstreams
+        .iter()
+        .map(|upstream| format!("\"http://{upstream}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n{more_plugins}[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [\"http://{upstream}\"]\n{more_services}",
+            "listen = \"{listen}\"\nworkers = {WORKERS}\n[plugins]\ndir = \"{}\"\n{more_plugins}[client]\nmax_connections = 20000\nheader_timeout_ms = {IDLE_TIMEOUT_MS}\nkeepalive_timeout_ms = {IDLE_TIMEOUT_MS}\nwebsocket_ping_ms = {IDLE_TIMEOUT_MS}\n[[services]]\nid = \"bench\"\ntype = \"generic\"\nupstreams = [{upstreams}]\n{more_services}",
             dir.join("plugins.d").display()
         ),
     )?;
@@ -750,91 +833,42 @@ fn parent_pid(pid: u32) -> Option<u32> {
 }
 
 fn report(
-    rows: &[(String, Load, Load, Echo)],
+    rows: &[Row],
     memory: &[(&str, Memory)],
     fair: FairShare,
     json_path: &Path,
 ) -> anyhow::Result<()> {
-    let base = rows
+    print_throughput(rows)?;
+    let json: Vec<_> = rows
         .iter()
-        .find(|row| row.0 == "direct")
-        .context("direct row")?;
-    println!(
-        "\n{:<8} | {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
-        "",
-        "small r/s",
-        "p50 us",
-        "p99 us",
-        "1MiB r/s",
-        "p50 us",
-        "p99 us",
-        "ws rt/s",
-        "p50 us",
-        "p99 us"
-    );
-    let mut json = Vec::new();
-    for (name, small, large, ws) in rows {
-        println!(
-            "{name:<8} | {:>10.0} {:>9.0} {:>9.0} | {:>9.0} {:>9.0} {:>9.0} | {:>9.0} {:>9.0} {:>9.0}",
-            small.rps,
-            small.p50_us,
-            small.p99_us,
-            large.rps,
-            large.p50_us,
-            large.p99_us,
-            ws.per_sec,
-            ws.p50_us,
-            ws.p99_us
-        );
-        let mut entry = serde_json::json!({
-            "name": name,
-            "small": {"rps": small.rps, "p50_us": small.p50_us, "p99_us": small.p99_us},
-            "large_1mib": {"rps": large.rps, "p50_us": large.p50_us, "p99_us": large.p99_us},
-            "websocket_echo": {"round_trips_per_s": ws.per_sec, "p50_us": ws.p50_us, "p99_us": ws.p99_us},
-        });
-        if let Some((_, m)) = memory.iter().find(|(proxy, _)| proxy == name) {
-            entry["idle_memory"] = serde_json::json!({
-                "keepalive_connections": IDLE_KEEPALIVE,
-                "keepalive_kib_per_connection": m.keepalive_kib,
-                "websockets": IDLE_WEBSOCKETS,
-                "websocket_kib_per_connection": m.websocket_kib,
+        .map(|row| {
+            let Row {
+                name,
+                small,
+                large,
+                ws,
+            } = row;
+            let mut entry = serde_json::json!({
+                "name": name,
+                "small": {"rps": small.rps, "p50_us": small.p50_us, "p99_us": small.p99_us},
             });
-        }
-        json.push(entry);
-    }
-    println!("\nratios to direct (throughput: higher is better; latency: lower is better)");
-    for (name, small, large, ws) in rows.iter().filter(|row| row.0 != "direct") {
-        println!(
-            "{name:<8} small r/s {:.2}x  small p99 {:.2}x  1MiB r/s {:.2}x  ws p50 {:.2}x  ws p99 {:.2}x",
-            small.rps / base.1.rps,
-            small.p99_us / base.1.p99_us,
-            large.rps / base.2.rps,
-            ws.p50_us / base.3.p50_us,
-            ws.p99_us / base.3.p99_us
-        );
-    }
-    if let (Some(p), Some(n)) = (
-        rows.iter().find(|r| r.0 == "portico"),
-        rows.iter().find(|r| r.0 == "nginx"),
-    ) {
-        println!(
-            "portico vs nginx: small r/s {:.2}x  small p99 {:.2}x  1MiB r/s {:.2}x  ws p50 {:.2}x",
-            p.1.rps / n.1.rps,
-            p.1.p99_us / n.1.p99_us,
-            p.2.rps / n.2.rps,
-            p.3.p50_us / n.3.p50_us
-        );
-    }
-    if let (Some(on), Some(off)) = (
-        rows.iter().find(|r| r.0 == "fwdauth"),
-        rows.iter().find(|r| r.0 == "portico"),
-    ) {
-        println!(
-            "forward auth on vs off: small r/s {:.2}x  small p99 {:.2}x",
-            on.1.rps / off.1.rps,
-            on.1.p99_us / off.1.p99_us
-        );
-    }
+            if let Some(large) = large {
+                entry["large_1mib"] = serde_json::json!({"rps": large.rps, "p50_us": large.p50_us, "p99_us": large.p99_us});
+            }
+            if let Some(ws) = ws {
+                entry["websocket_echo"] = serde_json::json!({"round_trips_per_s": ws.per_sec, "p50_us": ws.p50_us, "p99_us": ws.p99_us});
+            }
+            if let Some((_, m)) = memory.iter().find(|(proxy, _)| proxy == name) {
+                entry["idle_memory"] = serde_json::json!({
+                    "keepalive_connections": IDLE_KEEPALIVE,
+                    "keepalive_kib_per_connection": m.keepalive_kib,
+                    "websockets": IDLE_WEBSOCKETS,
+                    "websocket_kib_per_connection": m.websocket_kib,
+                });
+            }
+            entry
+        })
+        .collect();
     println!(
         "\nidle memory: RSS growth per connection, KiB\n{:<8} | {:>16} {:>16}",
         "",
@@ -858,7 +892,7 @@ fn report(
         );
     }
     print_fair_share(fair);
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "proxies": json,
         "fair_share": {
             "spinning_clients": SPINNING_CLIENTS,
@@ -867,9 +901,97 @@ fn report(
             "kept": fair.beside_spinner / fair.alone,
         },
     });
+    let row = |name: &str| rows.iter().find(|row| row.name == name);
+    if let (Some(two), Some(one)) = (row("portico-2-replicas"), row("portico")) {
+        json["replicas"] = serde_json::json!({
+            "upstreams": 2,
+            "balance": portico::registry::Balance::default().as_str(),
+            "small_rps_vs_one": two.small.rps / one.small.rps,
+            "small_p99_vs_one": two.small.p99_us / one.small.p99_us,
+        });
+    }
     std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
     println!("\nsaved {}", json_path.display());
     Ok(())
+}
+
+/// Prints the throughput table, each row's ratios to the direct one, and the comparisons the
+/// run is for, as far as their rows were measured.
+fn print_throughput(rows: &[Row]) -> anyhow::Result<()> {
+    let row = |name: &str| rows.iter().find(|row| row.name == name);
+    let direct = row("direct").context("direct row")?;
+    let width = rows.iter().map(|row| row.name.len()).max().unwrap_or(0);
+    println!(
+        "\n{:<width$} | {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+        "",
+        "small r/s",
+        "p50 us",
+        "p99 us",
+        "1MiB r/s",
+        "p50 us",
+        "p99 us",
+        "ws rt/s",
+        "p50 us",
+        "p99 us"
+    );
+    for Row {
+        name,
+        small,
+        large,
+        ws,
+    } in rows
+    {
+        println!(
+            "{name:<width$} | {:>10.0} {:>9.0} {:>9.0} | {} | {}",
+            small.rps,
+            small.p50_us,
+            small.p99_us,
+            columns(large.map(|l| [l.rps, l.p50_us, l.p99_us])),
+            columns(ws.map(|w| [w.per_sec, w.p50_us, w.p99_us]))
+        );
+    }
+    println!("\nratios to direct (throughput: higher is better; latency: lower is better)");
+    for other in rows.iter().filter(|row| row.name != "direct") {
+        println!("{:<width$} {}", other.name, ratios(other, direct));
+    }
+    for (label, measured, base) in [
+        ("portico vs nginx", "portico", "nginx"),
+        ("forward auth on vs off", "fwdauth", "portico"),
+        ("2 replicas / 1 replica", "portico-2-replicas", "portico"),
+    ] {
+        if let (Some(measured), Some(base)) = (row(measured), row(base)) {
+            println!("{label}: {}", ratios(measured, base));
+        }
+    }
+    Ok(())
+}
+
+/// A load's three figures as table columns, or dashes when the load was left out.
+fn columns(figures: Option<[f64; 3]>) -> String {
+    match figures {
+        Some([rate, p50, p99]) => format!("{rate:>9.0} {p50:>9.0} {p99:>9.0}"),
+        None => format!("{:>9} {:>9} {:>9}", "-", "-", "-"),
+    }
+}
+
+/// `row`'s figures over `base`'s, for the loads both of them took.
+fn ratios(row: &Row, base: &Row) -> String {
+    let mut text = format!(
+        "small r/s {:.2}x  small p99 {:.2}x",
+        row.small.rps / base.small.rps,
+        row.small.p99_us / base.small.p99_us
+    );
+    if let (Some(large), Some(base)) = (row.large, base.large) {
+        text.push_str(&format!("  1MiB r/s {:.2}x", large.rps / base.rps));
+    }
+    if let (Some(ws), Some(base)) = (row.ws, base.ws) {
+        text.push_str(&format!(
+            "  ws p50 {:.2}x  ws p99 {:.2}x",
+            ws.p50_us / base.p50_us,
+            ws.p99_us / base.p99_us
+        ));
+    }
+    text
 }
 
 fn print_fair_share(fair: FairShare) {
