@@ -11,4 +11,5 @@ pub mod plugin;
 pub mod proxy;
 pub mod registry;
 pub mod server;
+pub mod trial;
 mod watch;

@@ -41,6 +41,11 @@ enum PluginCommand {
         /// The component to check.
         file: PathBuf,
     },
+    /// Dry-run a plugin: print what each hook answers for a request (and a response).
+    ///
+    /// e.g. `portico plugin try my.wasm --type dash --path /_dash-layout --status 302
+    /// --location /login --header 'accept:text/html'`
+    Try(Box<portico::trial::TrialArgs>),
     /// List the bundled plugins and those in the plugins directory.
     List {
         /// The plugins directory.
@@ -74,6 +79,9 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Some(Command::Plugin(PluginCommand::Check { file })) => check(&file).await,
             Some(Command::Plugin(PluginCommand::List { plugins_dir })) => list(plugins_dir).await,
+            Some(Command::Plugin(PluginCommand::Try(args))) => portico::trial::run(&args)
+                .await
+                .map(|report| print!("{report}")),
         }
     });
     match result {

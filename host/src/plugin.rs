@@ -24,7 +24,9 @@ pub use bindings::{
 };
 pub use bundled::bundled;
 pub use health::{Policy as QuarantinePolicy, State as PluginState};
-pub use registry::{DirWatch, IsolationPolicy, PluginRegistry, PluginSource, check};
+pub use registry::{
+    DirWatch, IsolationPolicy, PluginRegistry, PluginSource, check, load_for_trial,
+};
 pub use runtime::{Runtime, RuntimeConfig};
 
 use bindings::WorldPre;

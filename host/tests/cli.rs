@@ -11,14 +11,25 @@ fn portico(args: &[&str], cache: &std::path::Path) -> std::process::Output {
 }
 
 #[test]
-fn plugin_list_shows_the_five_bundled_plugins() {
+fn plugin_list_shows_the_bundled_plugins() {
     let cache = tempfile::tempdir().expect("temp dir");
     let empty = tempfile::tempdir().expect("temp dir");
     let dir = empty.path().to_str().expect("utf-8 path");
     let out = portico(&["plugin", "list", "--plugins-dir", dir], cache.path());
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["generic", "streamlit", "fastapi", "flask", "dash"] {
+    for name in [
+        "generic",
+        "streamlit",
+        "fastapi",
+        "flask",
+        "dash",
+        "jupyter",
+        "voila",
+        "bokeh",
+        "solara",
+        "gradio",
+    ] {
         let line = text
             .lines()
             .find(|line| line.starts_with(name))
@@ -76,4 +87,101 @@ fn plugin_check_refuses_what_is_not_a_plugin_with_a_reason() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading"));
+}
+
+/// A bundled plugin written to a file, as a third-party plugin would be.
+fn bundled_file(name: &str, dir: &std::path::Path) -> String {
+    let (_, wasm) = portico::plugin::bundled()
+        .iter()
+        .find(|(bundled, _)| *bundled == name)
+        .expect("bundled plugin");
+    let file = dir.join(format!("{name}.wasm"));
+    std::fs::write(&file, wasm).expect("write");
+    file.to_str().expect("utf-8").to_owned()
+}
+
+#[test]
+fn plugin_try_prints_what_each_hook_answers() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = bundled_file("dash", dir.path());
+    let page = dir.path().join("page.html");
+    std::fs::write(
+        &page,
+        r#"<script src="/_dash-component-suites/dash/x.js"></script><script id="_dash-config" type="application/json">{"requests_pathname_prefix":"/"}</script>"#,
+    )
+    .expect("write");
+    let out = portico(
+        &[
+            "plugin",
+            "try",
+            &file,
+            "--id",
+            "sales",
+            "--path",
+            "/_dash-layout",
+            "--status",
+            "302",
+            "--location",
+            "/login",
+            "--content-type",
+            "text/html",
+            "--body",
+            page.to_str().expect("utf-8"),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "on-request:\n  upstream /_dash-layout\n  set x-forwarded-prefix: /proxy/sales"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("score 100 under /_dash-"), "{text}");
+    assert!(text.contains("set location: /proxy/sales/login"), "{text}");
+    assert!(
+        text.contains(r#""requests_pathname_prefix":"/proxy/sales/""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"src="/proxy/sales/_dash-component-suites/dash/x.js""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn plugin_try_says_when_a_hook_is_not_asked_and_refuses_bad_arguments() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = bundled_file("generic", dir.path());
+    let out = portico(
+        &[
+            "plugin",
+            "try",
+            &file,
+            "--path",
+            "/static/x.js",
+            "--status",
+            "200",
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not asked: /static/x.js is under none of its claim prefixes"),
+        "{text}"
+    );
+    assert!(text.contains("on-response (200):\n  not asked"), "{text}");
+    let bad = portico(
+        &["plugin", "try", &file, "--header", "no-colon"],
+        cache.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("expected NAME:VALUE"),
+        "{bad:?}"
+    );
 }

@@ -297,6 +297,21 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Validates a component against the contract in the sandbox: compiles it, links it,
 /// instantiates it, and returns its checked info.
+/// Loads a component from `path` on its own, one fresh instance per call, for a dry run.
+pub async fn load_for_trial(
+    runtime: &Arc<Runtime>,
+    wasm: &[u8],
+    path: &Path,
+) -> Result<Arc<Plugin>, PluginError> {
+    Plugin::load(
+        runtime,
+        wasm,
+        PluginSource::File(path.to_owned()),
+        Isolation::PerCall,
+    )
+    .await
+}
+
 pub async fn check(runtime: &Arc<Runtime>, wasm: &[u8]) -> Result<super::PluginInfo, PluginError> {
     let plugin = Plugin::load(runtime, wasm, PluginSource::Bundled, Isolation::PerCall).await?;
     Ok(plugin.info().clone())
