@@ -1,13 +1,19 @@
 //! JupyterLab 4 in headless Chromium through Portico: a new notebook, a cell
 //! run on the kernel, the notebook saved; both with Jupyter unmodified (two of them side by
-//! side in one browser) and with Jupyter started with `base_url` = the prefix. Every request
-//! the pages make, WebSockets included, must stay under the app's own prefix.
+//! side in one browser) and with Jupyter started with `base_url` = the prefix. With Jupyter
+//! unmodified, Notebook 7's file browser opens a terminal that runs a command. Every request
+//! the pages make, WebSockets included, must stay under the app's own prefix, and the console
+//! must show no error.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, ensure};
+use fantoccini::{key::Key, wd::WindowHandle};
 use portico_tests::e2e::{AppSpec, Browser, Kind, Session};
 use serde_json::{Value, json};
+
+/// The notebook JupyterLab's launcher creates.
+const LAB_NOTEBOOK: &str = "Untitled.ipynb";
 
 /// A Jupyter server's directories: the notebooks' root, and its workspaces and settings, which
 /// would otherwise live in the shared home and reopen a previous run's tabs.
@@ -25,6 +31,14 @@ impl Dirs {
         // Canonical, as the kernel reports its working directory.
         let root = temp.path().join("notebooks").canonicalize()?;
         Ok(Self { _temp: temp, root })
+    }
+
+    /// Jupyter under `id`, in these directories.
+    fn spec<'a>(&self, id: &'a str) -> AppSpec<'a> {
+        // Notebook 7's page config, which it does not read from `settings/` (see there).
+        AppSpec::new(id, Kind::Jupyter)
+            .args(self.args())
+            .args(["--config=notebook_page_config.py"])
     }
 
     /// The arguments that put the server in these directories.
@@ -47,10 +61,7 @@ impl Dirs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterlab_unmodified_two_side_by_side() -> anyhow::Result<()> {
     let (one, two) = (Dirs::new()?, Dirs::new()?);
-    let specs = [
-        AppSpec::new("jupyter", Kind::Jupyter).args(one.args()),
-        AppSpec::new("jupyter2", Kind::Jupyter).args(two.args()),
-    ];
+    let specs = [one.spec("jupyter"), two.spec("jupyter2")];
     let Some(mut session) = Session::open_apps("jupyter", &specs, "", "").await? else {
         return Ok(());
     };
@@ -61,8 +72,8 @@ async fn jupyterlab_unmodified_two_side_by_side() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterlab_with_base_url_keeps_prefix() -> anyhow::Result<()> {
     let dirs = Dirs::new()?;
-    let specs = [AppSpec::new("nb", Kind::Jupyter)
-        .args(dirs.args())
+    let specs = [dirs
+        .spec("nb")
         .args(["--ServerApp.base_url=/proxy/nb/"])
         .ready("/proxy/nb/api")];
     // Probed at /proxy/nb/api before it takes traffic: the prefix stays on the probe too.
@@ -87,8 +98,8 @@ async fn side_by_side(
 
     // The second Jupyter in a second tab of the same browser: its `_xsrf` and user cookies
     // have the same names as the first one's, scoped to another prefix.
-    let second = browser.client.new_window(true).await?;
-    browser.client.switch_to_window(second.handle).await?;
+    let second = browser.client.new_window(true).await?.handle;
+    browser.client.switch_to_window(second.clone()).await?;
     notebook_round_trip(browser, two, root_two).await?;
 
     // Back in the first tab, its kernel still answers and a save still passes the XSRF check.
@@ -98,9 +109,14 @@ async fn side_by_side(
     saved_notebook(root_one, &["6*7", "42"]).await?;
     let listing = contents_listing(browser, one).await?;
     ensure!(
-        listing == ["Untitled.ipynb"],
+        listing == [LAB_NOTEBOOK],
         "{one} lists {listing:?}, not only its own notebook"
     );
+    no_escapes(browser, &[one, two]).await?;
+
+    // Notebook 7 of the second Jupyter, in its tab: Portico rewrites its pages' config too.
+    browser.client.switch_to_window(second).await?;
+    notebook7_terminal(browser, two).await?;
     no_escapes(browser, &[one, two]).await
 }
 
@@ -141,13 +157,68 @@ async fn notebook_round_trip(browser: &Browser, prefix: &str, root: &Path) -> an
     saved_notebook(root, &["1+1", &root_text]).await?;
     // The contents API through Portico agrees with the disk.
     let (status, body) = browser
-        .fetch(&format!("{prefix}api/contents/Untitled.ipynb"))
+        .fetch(&format!("{prefix}api/contents/{LAB_NOTEBOOK}"))
         .await?;
     ensure!(
         status == 200 && body.contains("1+1"),
-        "GET {prefix}api/contents/Untitled.ipynb: {status} {body}"
+        "GET {prefix}api/contents/{LAB_NOTEBOOK}: {status} {body}"
     );
     Ok(())
+}
+
+/// Opens Notebook 7's file browser (`tree`) under `prefix`, opens a terminal from its New menu
+/// (in a tab of its own) and runs a command in it: its keys and output go through the
+/// terminal's WebSocket (`terminals/websocket/{name}`).
+async fn notebook7_terminal(browser: &Browser, prefix: &str) -> anyhow::Result<()> {
+    browser.goto(&format!("{prefix}tree")).await?;
+    browser.wait_path(&format!("{prefix}tree")).await?;
+    let terminal = from_new_menu(browser, "terminal:create-new").await?;
+    browser.client.switch_to_window(terminal).await?;
+    // The screen's text, which `settings/overrides.json5` keeps in the page. The shell's prompt
+    // comes over the WebSocket: once it shows, keys typed reach the shell.
+    const SCREEN: &str = ".jp-Terminal .xterm-accessibility-tree";
+    browser
+        .wait_for(
+            "the terminal to show a prompt",
+            "const screen = document.querySelector(arguments[0]);
+             return !!screen && screen.innerText.trim() !== '';",
+            vec![json!(SCREEN)],
+        )
+        .await?;
+    let path = browser.path().await?;
+    ensure!(
+        path.starts_with(&format!("{prefix}terminals/")),
+        "the terminal opened at {path}"
+    );
+    // The command line reads `portico-$((6*7))`: only the shell's answer reads `portico-42`.
+    browser
+        .type_into(
+            ".jp-Terminal .xterm-helper-textarea",
+            &format!("echo portico-$((6*7)){}", char::from(Key::Enter)),
+        )
+        .await?;
+    browser.wait_text(SCREEN, "portico-42").await
+}
+
+/// Clicks `command` in the New menu of Notebook 7's file browser and returns the tab it opens.
+async fn from_new_menu(browser: &Browser, command: &str) -> anyhow::Result<WindowHandle> {
+    let before = browser.client.windows().await?;
+    browser.click("#filebrowser .lm-MenuBar-item").await?;
+    browser
+        .click(&format!(".lm-Menu-item[data-command='{command}']"))
+        .await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let windows = browser.client.windows().await?;
+        if let Some(opened) = windows.into_iter().find(|window| !before.contains(window)) {
+            return Ok(opened);
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{command} opened no tab"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Types `code` into the active cell, runs it with the toolbar's button and waits for an
@@ -191,9 +262,10 @@ async fn save(browser: &Browser) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until `root/Untitled.ipynb` holds every one of `needles` (sources and outputs).
+/// Waits until JupyterLab's notebook in `root` holds every one of `needles` (sources and
+/// outputs).
 async fn saved_notebook(root: &Path, needles: &[&str]) -> anyhow::Result<()> {
-    let path = root.join("Untitled.ipynb");
+    let path = root.join(LAB_NOTEBOOK);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
