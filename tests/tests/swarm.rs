@@ -45,6 +45,19 @@ async fn wait_status(portico: &Portico, id: &str, status: u16) -> anyhow::Result
     .await
 }
 
+/// The `name=value` of the replica cookie `response` sets.
+fn replica_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("portico_replica_"))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .expect("the replica cookie")
+}
+
 /// Waits until `url` answers `status`.
 async fn wait_status_at(client: &reqwest::Client, url: &str, status: u16) -> anyhow::Result<()> {
     wait_for(&format!("{url} to answer {status}"), LIMIT, || async {
@@ -101,15 +114,7 @@ async fn replicas_are_served_balanced_pinned_and_scaled() -> anyhow::Result<()> 
         .get(portico.url(&format!("/proxy/{name}/")))
         .send()
         .await?;
-    let cookie = first
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("portico_replica_"))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned)
-        .expect("the replica cookie");
+    let cookie = replica_cookie(&first);
     let pinned = replica_of(&first.text().await?);
     for _ in 0..8 {
         let body = portico
@@ -401,15 +406,7 @@ async fn portico_as_a_swarm_service_reaches_apps_over_an_overlay() -> anyhow::Re
     // A session pinned by one Portico replica stays on its app replica through the other:
     // the cookie, not either Portico's memory, names it.
     let first = client.get(url(ports[0])).send().await?;
-    let cookie = first
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("portico_replica_"))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned)
-        .expect("the replica cookie");
+    let cookie = replica_cookie(&first);
     let pinned = replica_of(&first.text().await?);
     wait_status_at(&client, &url(ports[1]), 200).await?;
     for _ in 0..8 {

@@ -70,7 +70,7 @@ pub fn index_page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
     let key = r#""requests_pathname_prefix":"#;
     let mut edits: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for slash in ["/", r"\u002f"] {
-        let value = json_string_body(&format!("{prefix}/")).replace('/', slash);
+        let value = rewrite::json_string_body(&format!("{prefix}/")).replace('/', slash);
         edits.push((
             format!(r#"{key}"{slash}""#).into_bytes(),
             format!(r#"{key}"{value}""#).into_bytes(),
@@ -93,22 +93,6 @@ pub fn index_page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
         changed = true;
     }
     changed.then_some(page)
-}
-
-/// `text` escaped for the inside of a JSON string in an HTML `<script>`: quotes, backslashes,
-/// control characters and `<` (so no `</script>` can close the element early).
-fn json_string_body(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '<' => out.push_str("\\u003c"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 export_plugin!(Dash);
@@ -148,11 +132,6 @@ mod tests {
             out.contains(r#""requests_pathname_prefix":"\u002fproxy\u002fd\u002f""#),
             "{out}"
         );
-    }
-
-    #[test]
-    fn config_value_is_escaped() {
-        assert_eq!(json_string_body(r#"/a"b\c</"#), r#"/a\"b\\c\u003c/"#);
     }
 
     #[test]

@@ -169,7 +169,7 @@ fn is_kernelspecs(path: &str) -> bool {
 /// (`"logo-svg": "/kernelspecs/python3/logo-svg.svg"`); the only strings of the answer that
 /// start with `/kernelspecs/` are these.
 pub fn kernelspecs(json: &[u8], prefix: &str) -> Option<Vec<u8>> {
-    let to = format!("\"{}/kernelspecs/", json_string_body(prefix));
+    let to = format!("\"{}/kernelspecs/", rewrite::json_string_body(prefix));
     rewrite::replace_bytes(json, b"\"/kernelspecs/", to.as_bytes())
 }
 
@@ -231,7 +231,7 @@ fn is_root_url_field(name: &str) -> bool {
 /// formatting included, is copied as it is.
 pub fn page_config(json: &str, prefix: &str) -> Option<String> {
     let bytes = json.as_bytes();
-    let escaped = json_string_body(prefix);
+    let escaped = rewrite::json_string_body(prefix);
     let mut out = String::with_capacity(json.len() + 32 * escaped.len());
     let mut last = 0;
     let mut depth = 0usize;
@@ -293,22 +293,6 @@ fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
 /// The index of the first byte at or after `from` that is not JSON whitespace.
 fn skip_space(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len()).find(|&at| !matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r'))
-}
-
-/// `text` escaped for the inside of a JSON string in an HTML `<script>`: quotes, backslashes,
-/// control characters and `<` (so no `</script>` can close the element early).
-fn json_string_body(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '<' => out.push_str("\\u003c"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A `Content-Security-Policy` whose root-relative `report-uri` (Jupyter's

@@ -196,6 +196,22 @@ fn attribute_value_start(html: &[u8], at: usize, attr: &[u8]) -> Option<usize> {
     matches!(html.get(end + 1), Some(b'"' | b'\'')).then_some(end + 2)
 }
 
+/// `text` escaped for the inside of a JSON string in an HTML `<script>`: quotes, backslashes,
+/// control characters and `<` (so no `</script>` can close the element early).
+pub fn json_string_body(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '<' => out.push_str("\\u003c"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The media type of a `Content-Type` value, lower case, without parameters.
 pub fn media_type(content_type: &str) -> String {
     content_type
@@ -209,6 +225,12 @@ pub fn media_type(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_bodies_cannot_close_the_script() {
+        assert_eq!(json_string_body(r#"/a"b\c</"#), r#"/a\"b\\c\u003c/"#);
+        assert_eq!(json_string_body("a\nb"), "a\\u000ab");
+    }
 
     const P: &str = "/proxy/app";
     const HOST: &str = "portal.example:8080";

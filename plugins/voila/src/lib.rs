@@ -118,7 +118,7 @@ pub fn page(html: &[u8], prefix: &str) -> Option<Vec<u8>> {
 fn prefix_config_url(html: &[u8], key: &str, prefix: &str) -> Option<Vec<u8>> {
     let needle = format!("\"{key}\":");
     let needle = needle.as_bytes();
-    let escaped = json_string_body(prefix);
+    let escaped = rewrite::json_string_body(prefix);
     let mut out = Vec::with_capacity(html.len() + 64);
     let mut last = 0;
     let mut from = 0;
@@ -186,22 +186,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
-}
-
-/// `text` escaped for the inside of a JSON string in an HTML `<script>`: quotes, backslashes,
-/// control characters and `<` (so no `</script>` can close the element early).
-fn json_string_body(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '<' => out.push_str("\\u003c"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 export_plugin!(Voila);
