@@ -97,14 +97,28 @@ fn header<'a>(headers: &'a [Header], name: &str) -> Vec<&'a str> {
 }
 
 #[tokio::test]
-async fn the_five_bundled_plugins_load_and_describe_themselves() {
+async fn the_bundled_plugins_load_and_describe_themselves() {
     let (_cache, registry) = bundled_only().await;
     let names: Vec<String> = registry
         .plugins()
         .iter()
         .map(|p| p.name().to_owned())
         .collect();
-    assert_eq!(names, ["dash", "fastapi", "flask", "generic", "streamlit"]);
+    assert_eq!(
+        names,
+        [
+            "bokeh",
+            "dash",
+            "fastapi",
+            "flask",
+            "generic",
+            "gradio",
+            "jupyter",
+            "solara",
+            "streamlit",
+            "voila"
+        ]
+    );
     let streamlit = registry.for_type("streamlit");
     assert_eq!(streamlit.info().default_port, Some(8501));
     assert_eq!(
@@ -121,6 +135,19 @@ async fn the_five_bundled_plugins_load_and_describe_themselves() {
     assert_eq!(registry.for_type("fastapi").info().default_port, Some(8000));
     assert_eq!(registry.for_type("flask").info().default_port, Some(5000));
     assert_eq!(registry.for_type("dash").info().default_port, Some(8050));
+    for (service_type, plugin, port) in [
+        ("jupyter", "jupyter", 8888),
+        ("notebook", "jupyter", 8888),
+        ("voila", "voila", 8866),
+        ("bokeh", "bokeh", 5006),
+        ("panel", "bokeh", 5006),
+        ("solara", "solara", 8765),
+        ("gradio", "gradio", 7860),
+    ] {
+        let found = registry.for_type(service_type);
+        assert_eq!(found.name(), plugin, "{service_type}");
+        assert_eq!(found.info().default_port, Some(port), "{service_type}");
+    }
     assert_eq!(registry.for_type("no-such-framework").name(), "generic");
     assert!(
         registry
@@ -615,9 +642,10 @@ async fn a_restart_loads_compiled_plugins_from_the_cache() {
     let cache = tempfile::tempdir().expect("temp dir");
     let _first = registry_with(None, config(cache.path()), IsolationPolicy::default()).await;
     let cached = std::fs::read_dir(cache.path()).expect("cache dir").count();
-    assert_eq!(cached, 5, "one compiled artifact per bundled plugin");
+    let bundled = portico::plugin::bundled().len();
+    assert_eq!(cached, bundled, "one compiled artifact per bundled plugin");
     let second = registry_with(None, config(cache.path()), IsolationPolicy::default()).await;
-    assert_eq!(second.plugins().len(), 5);
+    assert_eq!(second.plugins().len(), bundled);
     // A corrupt artifact is recompiled, not trusted.
     for entry in std::fs::read_dir(cache.path()).expect("cache dir") {
         std::fs::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
@@ -732,7 +760,7 @@ async fn a_plugin_that_declares_slash_is_refused_at_load() {
     )
     .await;
     assert!(registry.get("claims-everything").is_none());
-    assert_eq!(registry.plugins().len(), 5);
+    assert_eq!(registry.plugins().len(), portico::plugin::bundled().len());
 }
 
 #[tokio::test]
