@@ -56,4 +56,15 @@ mod tests {
             "wit/plugin.wit does not declare {declared}"
         );
     }
+
+    #[test]
+    fn the_sdk_binds_the_same_contract() {
+        // The SDK carries its own copy so that it builds outside this repository; it must be
+        // this one, byte for byte.
+        assert!(
+            include_str!("../../../wit/plugin.wit")
+                == include_str!("../../../plugins/sdk/wit/plugin.wit"),
+            "plugins/sdk/wit/plugin.wit differs from wit/plugin.wit: copy it over"
+        );
+    }
 }

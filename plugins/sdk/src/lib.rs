@@ -32,6 +32,7 @@
 
 pub mod defaults;
 mod info;
+pub mod testing;
 
 pub use portico_rewrite as rewrite;
 
@@ -40,7 +41,7 @@ pub use portico_rewrite as rewrite;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "portico_plugin_sdk::bindings",
