@@ -10,6 +10,7 @@ pub mod path;
 pub mod plugin;
 pub mod proxy;
 pub mod registry;
+pub mod scaffold;
 pub mod server;
 pub mod trial;
 mod watch;

@@ -46,12 +46,30 @@ enum PluginCommand {
     /// e.g. `portico plugin try my.wasm --type dash --path /_dash-layout --status 302
     /// --location /login --header 'accept:text/html'`
     Try(Box<portico::trial::TrialArgs>),
+    /// Write a new plugin project that builds with only crates.io reachable (the SDK is
+    /// written into it from this binary).
+    New {
+        /// The plugin's name, also its first service type: a-z, 0-9 and -.
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// Where the project directory is made.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// List the bundled plugins and those in the plugins directory.
     List {
         /// The plugins directory.
         #[arg(long, default_value = "./plugins.d")]
         plugins_dir: PathBuf,
     },
+}
+
+/// Languages `plugin new` writes projects in.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +97,15 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Some(Command::Plugin(PluginCommand::Check { file })) => check(&file).await,
             Some(Command::Plugin(PluginCommand::List { plugins_dir })) => list(plugins_dir).await,
+            Some(Command::Plugin(PluginCommand::New { name, lang, dir })) => match lang {
+                Lang::Rust => portico::scaffold::new_rust_plugin(&name, &dir).map(|root| {
+                    println!(
+                        "wrote {}; build it with {}/build.sh",
+                        root.display(),
+                        root.display()
+                    );
+                }),
+            },
             Some(Command::Plugin(PluginCommand::Try(args))) => portico::trial::run(&args)
                 .await
                 .map(|report| print!("{report}")),

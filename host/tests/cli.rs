@@ -185,3 +185,63 @@ fn plugin_try_says_when_a_hook_is_not_asked_and_refuses_bad_arguments() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn plugin_new_writes_a_project_that_builds_outside_the_repository() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = portico(
+        &[
+            "plugin",
+            "new",
+            "my-framework",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let project = dir.path().join("my-framework");
+    // Its own unit tests, natively, then the component, with nothing from this repository but
+    // what the binary wrote.
+    let test = Command::new("cargo")
+        .arg("test")
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cargo runs");
+    assert!(test.status.success(), "{test:?}");
+    let build = Command::new(project.join("build.sh"))
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("build.sh runs");
+    assert!(build.status.success(), "{build:?}");
+    let wasm = project.join("my-framework.wasm");
+    let wasm = wasm.to_str().expect("utf-8");
+    let check = portico(&["plugin", "check", wasm], cache.path());
+    assert!(check.status.success(), "{check:?}");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("service types: my-framework"), "{text}");
+    let trial = portico(
+        &["plugin", "try", wasm, "--path", "/_my-framework/api"],
+        cache.path(),
+    );
+    assert!(trial.status.success(), "{trial:?}");
+    let text = String::from_utf8_lossy(&trial.stdout);
+    assert!(text.contains("score 100 under /_my-framework/"), "{text}");
+    let refused = portico(
+        &[
+            "plugin",
+            "new",
+            "my-framework",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        cache.path(),
+    );
+    assert!(
+        !refused.status.success(),
+        "an existing project is not overwritten"
+    );
+}
