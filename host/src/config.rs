@@ -305,6 +305,7 @@ impl Retry {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub plugins_dir: Option<PathBuf>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -315,6 +316,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.plugins_dir {
             self.plugins.dir.clone_from(dir);
+        }
+        if let Some(admin) = overrides.admin_listen {
+            self.admin.listen = Some(admin);
         }
         self.overrides = overrides;
     }

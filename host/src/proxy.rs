@@ -516,6 +516,16 @@ async fn with_fallback<T>(
             plugin::guard::GuardError::TooLong { .. } => ProxyError::UriTooLong(err.to_string()),
             _ => ProxyError::BadRequest(err.to_string()),
         }),
+        // Not asked at all (the plugin is at its share of calls, or quarantined): a passing
+        // state of the plugin, not an answer from it, so 503 rather than 502.
+        Err(PluginError::Busy | PluginError::Quarantined) if ctx_service.fail_closed => {
+            Err(ProxyError::Unavailable {
+                service: ctx_service.id.clone(),
+                reason:
+                    "its plugin cannot take requests at the moment and the service is fail-closed"
+                        .to_owned(),
+            })
+        }
         Err(error) if ctx_service.fail_closed => Err(ProxyError::Plugin {
             service: ctx_service.id.clone(),
             error,

@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// The plugins directory, overriding `plugins.dir` in the configuration.
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
+    /// The admin listener's address (metrics, the full listing), overriding `admin.listen`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Why the server could not start or stopped.
@@ -575,6 +578,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     config.override_with(crate::config::Overrides {
         listen: args.listen,
         plugins_dir: args.plugins_dir,
+        admin_listen: args.admin_listen,
     });
     let mut signals = Signals::new();
     let running = start(config, args.config.clone()).await?;
@@ -658,6 +662,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:9999".parse().expect("addr")),
             plugins_dir: Some("/opt/plugins".into()),
+            admin_listen: Some("127.0.0.1:9901".parse().expect("addr")),
         };
         let mut running = Config::parse(file, None).expect("valid");
         running.override_with(overrides.clone());
@@ -675,7 +680,7 @@ mod tests {
         .expect("valid");
         assert_eq!(
             restart_only_changes(&running, &moved),
-            vec!["listen or workers", "[plugins] settings"],
+            vec!["listen or workers", "[admin] listen", "[plugins] settings"],
             "without the overrides, the file's own values differ"
         );
     }

@@ -227,3 +227,24 @@ async fn answers_past_their_bounds_are_refused_and_counted() -> anyhow::Result<(
     assert_eq!(plugin.state(), PluginState::Quarantined);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fail_closed_service_of_a_quarantined_plugin_answers_503() -> anyhow::Result<()> {
+    let up = upstream(axum::Router::new().fallback(|| async { "ok" })).await?;
+    let body = format!(
+        "{}fail_closed = true\n{ADMIN}\n[plugins]\nquarantine_failures = 2\nquarantine_backoff_ms = 60000\ncall_timeout_ms = 5000\n",
+        service("closed", "hostile", up)
+    );
+    let portico = Portico::start_with_plugins(&body, &[FilePath::new(HOSTILE)]).await?;
+    // The plugin's failures are its answers: 502, as before.
+    for _ in 0..2 {
+        let (status, _) = portico.fetch("/proxy/closed/trap").await?;
+        assert_eq!(status, 502);
+    }
+    assert_eq!(hostile(&portico).state(), PluginState::Quarantined);
+    // Quarantined, it is not asked at all: the service is unavailable for now, not broken.
+    let (status, body) = portico.fetch("/proxy/closed/fine").await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("its plugin cannot take requests"), "{body}");
+    Ok(())
+}
