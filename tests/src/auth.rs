@@ -169,7 +169,12 @@ async fn check(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     let Some(user) = from_cookie.or(from_bearer).and_then(user_of) else {
-        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"portico-test\"")],
+            "unauthorized",
+        )
+            .into_response();
     };
     if user == "mallory" {
         return (StatusCode::FORBIDDEN, "banned").into_response();

@@ -110,6 +110,17 @@ async fn owners_open_their_apps_and_nobody_else_does() -> anyhow::Result<()> {
 
     let (status, doc) = get_as(&portico, "/proxy/alice-app/", &[]).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{doc}");
+    // A program is told how to authenticate: the auth service's challenge is passed on.
+    let challenge = portico
+        .client
+        .get(portico.url("/proxy/alice-app/"))
+        .send()
+        .await?
+        .headers()
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(challenge.as_deref(), Some("Bearer realm=\"portico-test\""));
     assert!(
         doc["message"]
             .as_str()
@@ -195,14 +206,14 @@ async fn owners_open_their_apps_and_nobody_else_does() -> anyhow::Result<()> {
     for (result, count) in [
         ("allowed", 5),
         ("denied", 3),
-        ("unauthenticated", 2),
+        ("unauthenticated", 3),
         ("error", 0),
     ] {
         let line = format!("portico_auth_total{{result=\"{result}\"}} {count}");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
     assert!(
-        metrics.contains("portico_requests_total{service=\"alice-app\",status=\"401\"} 2"),
+        metrics.contains("portico_requests_total{service=\"alice-app\",status=\"401\"} 3"),
         "{metrics}"
     );
     Ok(())

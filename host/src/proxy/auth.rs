@@ -124,8 +124,9 @@ impl Caller {
 /// Why the auth service did not let a caller through.
 #[derive(Debug)]
 pub enum Refusal {
-    /// 401: the caller must sign in.
-    Unauthenticated,
+    /// 401: the caller must sign in; with the auth service's `WWW-Authenticate` challenge,
+    /// which a program's 401 passes on.
+    Unauthenticated(Option<HeaderValue>),
     /// 403: the auth service refused the caller.
     Denied,
     /// No usable answer; the text says why, for the log.
@@ -282,7 +283,9 @@ impl Auth {
                 }
                 Ok(identity)
             }
-            StatusCode::UNAUTHORIZED => Err(Refusal::Unauthenticated),
+            StatusCode::UNAUTHORIZED => Err(Refusal::Unauthenticated(
+                answer.headers.get(header::WWW_AUTHENTICATE).cloned(),
+            )),
             StatusCode::FORBIDDEN => Err(Refusal::Denied),
             other => Err(Refusal::Unavailable(format!(
                 "unexpected answer {other} (2xx, 401 or 403 expected)"
@@ -489,7 +492,7 @@ pub(super) async fn admit(
         .await;
     let identity = match caller {
         Ok(identity) => identity,
-        Err(Refusal::Unauthenticated) => {
+        Err(Refusal::Unauthenticated(challenge)) => {
             proxy.metrics.auth(AuthOutcome::Unauthenticated);
             if wants_signin(request)
                 && let Some(location) = auth.signin_location(request.uri(), view)
@@ -505,7 +508,13 @@ pub(super) async fn admit(
             let err = ProxyError::Unauthenticated {
                 service: service.id.clone(),
             };
-            return Err(err.render(html));
+            let mut response = err.render(html);
+            if let Some(challenge) = challenge {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            return Err(response);
         }
         Err(Refusal::Denied) => {
             proxy.metrics.auth(AuthOutcome::Denied);
@@ -558,7 +567,7 @@ pub(super) async fn caller(
             proxy.metrics.auth(AuthOutcome::Allowed);
             Ok(Caller::Known(identity))
         }
-        Err(Refusal::Unauthenticated) => {
+        Err(Refusal::Unauthenticated(_)) => {
             proxy.metrics.auth(AuthOutcome::Unauthenticated);
             Ok(Caller::Anonymous)
         }
