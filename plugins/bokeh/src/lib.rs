@@ -25,7 +25,7 @@
 
 use portico_plugin_sdk::{
     Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan, UpstreamWebsocket,
-    claim_by_prefix, defaults, export_plugin, header, rewrite,
+    claim_by_prefix, defaults, export_plugin, header,
 };
 
 /// The Bokeh and Panel handler.
@@ -69,14 +69,11 @@ impl Plugin for Bokeh {
     }
 
     fn on_response(resp: Response) -> ResponsePlan {
-        ResponsePlan {
-            headers: defaults::response_headers(&resp),
-            rewrite_body: defaults::media_type(&resp) == "text/html",
-        }
+        defaults::on_html_response(&resp)
     }
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
-        rewrite::prefix_html_urls(&body, &resp.request.prefix)
+        defaults::prefix_html(&resp, &body)
     }
 }
 
@@ -127,10 +124,16 @@ mod tests {
         let page = br#"<script src="/static/js/bokeh.min.js?v=6acf"></script>
 <script type="text/javascript" src="static/extensions/panel/panel.min.js?v=32f9"></script>
 <link rel="icon" href="./favicon.ico">"#;
-        let out = rewrite::prefix_html_urls(page, P).expect("changed");
+        let resp = portico_plugin_sdk::testing::response(
+            portico_plugin_sdk::testing::request("bokeh", "/app"),
+            200,
+        )
+        .with_header("content-type", "text/html; charset=utf-8");
+        assert!(Bokeh::on_response(resp.clone()).rewrite_body);
+        let out = Bokeh::rewrite_body(resp, page.to_vec()).expect("changed");
         let out = String::from_utf8(out).expect("utf-8");
         assert!(
-            out.contains(r#"src="/proxy/bk/static/js/bokeh.min.js?v=6acf""#),
+            out.contains(r#"src="/proxy/app/static/js/bokeh.min.js?v=6acf""#),
             "{out}"
         );
         // Panel's relative URLs resolve under the page's path already.

@@ -45,10 +45,7 @@ impl Plugin for Dash {
     }
 
     fn on_response(resp: Response) -> ResponsePlan {
-        ResponsePlan {
-            headers: defaults::response_headers(&resp),
-            rewrite_body: defaults::media_type(&resp) == "text/html",
-        }
+        defaults::on_html_response(&resp)
     }
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {

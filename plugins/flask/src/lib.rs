@@ -5,9 +5,7 @@
 //! `ProxyFix`), keeps `Location` under it (the SDK default), and moves root-relative links in
 //! HTML pages under it.
 
-use portico_plugin_sdk::{
-    Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
-};
+use portico_plugin_sdk::{Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin};
 
 /// The Flask handler.
 #[derive(Debug)]
@@ -26,14 +24,11 @@ impl Plugin for Flask {
     }
 
     fn on_response(resp: Response) -> ResponsePlan {
-        ResponsePlan {
-            headers: defaults::response_headers(&resp),
-            rewrite_body: defaults::media_type(&resp) == "text/html",
-        }
+        defaults::on_html_response(&resp)
     }
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
-        rewrite::prefix_html_urls(&body, &resp.request.prefix)
+        defaults::prefix_html(&resp, &body)
     }
 }
 

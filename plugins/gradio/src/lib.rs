@@ -25,7 +25,7 @@
 
 use portico_plugin_sdk::{
     Header, HeaderEdits, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan,
-    UpstreamRequest, UpstreamWebsocket, claim_by_prefix, defaults, export_plugin, rewrite,
+    UpstreamRequest, UpstreamWebsocket, claim_by_prefix, defaults, export_plugin,
 };
 
 /// The Gradio handler.
@@ -75,14 +75,11 @@ impl Plugin for Gradio {
     }
 
     fn on_response(resp: Response) -> ResponsePlan {
-        ResponsePlan {
-            headers: defaults::response_headers(&resp),
-            rewrite_body: defaults::media_type(&resp) == "text/html",
-        }
+        defaults::on_html_response(&resp)
     }
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
-        rewrite::prefix_html_urls(&body, &resp.request.prefix)
+        defaults::prefix_html(&resp, &body)
     }
 }
 
@@ -163,9 +160,15 @@ mod tests {
     fn manifest_link_moves_under_the_prefix() {
         let page = br#"<base href="./" /><link rel="manifest" href="/manifest.json" />
 <script type="module" crossorigin src="./assets/index-DphvyggB.js"></script>"#;
-        let out = rewrite::prefix_html_urls(page, "/proxy/g").expect("changed");
+        let resp = portico_plugin_sdk::testing::response(
+            portico_plugin_sdk::testing::request("gradio", "/"),
+            200,
+        )
+        .with_header("content-type", "text/html");
+        assert!(Gradio::on_response(resp.clone()).rewrite_body);
+        let out = Gradio::rewrite_body(resp, page.to_vec()).expect("changed");
         let out = String::from_utf8(out).expect("utf-8");
-        assert!(out.contains(r#"href="/proxy/g/manifest.json""#), "{out}");
+        assert!(out.contains(r#"href="/proxy/app/manifest.json""#), "{out}");
         assert!(out.contains(r#"src="./assets/index-DphvyggB.js""#), "{out}");
         assert!(out.contains(r#"<base href="./""#), "{out}");
     }

@@ -45,6 +45,21 @@ pub fn on_response(resp: &Response) -> ResponsePlan {
     }
 }
 
+/// [`on_response`]'s header edits, and the body rewritten when it is an HTML page: for
+/// plugins whose framework writes root-relative URLs into its pages ([`prefix_html`]).
+pub fn on_html_response(resp: &Response) -> ResponsePlan {
+    ResponsePlan {
+        headers: response_headers(resp),
+        rewrite_body: media_type(resp) == "text/html",
+    }
+}
+
+/// An HTML page with its root-relative `href`, `src` and `action` URLs moved under the
+/// prefix; `None` when none needed to move.
+pub fn prefix_html(resp: &Response, body: &[u8]) -> Option<Vec<u8>> {
+    rewrite::prefix_html_urls(body, &resp.request.prefix)
+}
+
 /// The header edits of [`on_response`].
 pub fn response_headers(resp: &Response) -> HeaderEdits {
     let req = &resp.request;
