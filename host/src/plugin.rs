@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use bindings::VERSION as CONTRACT_VERSION;
 pub use bindings::{
-    Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response, ResponsePlan, Service,
-    Subprotocols, UpstreamRequest, UpstreamWebsocket,
+    BodyRewrite, ChunkRewrite, Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response,
+    ResponsePlan, Service, Subprotocols, UpstreamRequest, UpstreamWebsocket,
 };
 pub use bundled::bundled;
 pub use health::{Policy as QuarantinePolicy, State as PluginState};
@@ -127,15 +128,17 @@ pub enum Hook {
     Claim,
     OnResponse,
     RewriteBody,
+    RewriteChunk,
 }
 
 impl Hook {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::OnRequest,
         Self::OnWebsocket,
         Self::Claim,
         Self::OnResponse,
         Self::RewriteBody,
+        Self::RewriteChunk,
     ];
 
     /// The hook's name in the WIT contract.
@@ -146,6 +149,7 @@ impl Hook {
             Self::Claim => "claim",
             Self::OnResponse => "on-response",
             Self::RewriteBody => "rewrite-body",
+            Self::RewriteChunk => "rewrite-chunk",
         }
     }
 
@@ -231,7 +235,8 @@ macro_rules! hook {
             let mut ticket = self.admit()?;
             let mut instance = self.checkout().await?;
             let started = Instant::now();
-            instance.arm(started, self.runtime.config().timeout($hook));
+            let config = self.runtime.config();
+            instance.arm(started, config.timeout($hook), config.grace($hook));
             let result = instance.world.$call(&mut instance.store, $($arg),*).await;
             let result = result.map_err(|err| self.call_error(err, $hook)).and_then(|answer| {
                 let check = $check;
@@ -259,7 +264,11 @@ impl Plugin {
         };
         let log = PluginLog::new(&label);
         let mut instance = runtime.instantiate(&pre, &log).await?;
-        instance.arm(Instant::now(), runtime.config().call_timeout);
+        instance.arm(
+            Instant::now(),
+            runtime.config().call_timeout,
+            runtime.config().grace(Hook::OnRequest),
+        );
         let info = instance
             .world
             .call_info(&mut instance.store)
@@ -382,6 +391,13 @@ impl Plugin {
                 .map_or(Ok(()), |new| guard::body(new, limit))
                 .map_err(PluginError::Refused)
         }
+    );
+
+    hook!(
+        /// The `rewrite-chunk` hook: one step of a streamed body rewrite.
+        rewrite_chunk, Hook::RewriteChunk, call_rewrite_chunk,
+        (resp: &Response, chunk: &[u8], state: &[u8], last: bool) -> ChunkRewrite,
+        |answer: &ChunkRewrite| guard::chunk(answer, chunk.len()).map_err(PluginError::Refused)
     );
 
     fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {

@@ -221,6 +221,7 @@ echo "built {name}.wasm; next: portico plugin check {name}.wasm"
 }
 
 fn readme(name: &str) -> String {
+    let contract = crate::plugin::CONTRACT_VERSION;
     format!(
         r#"# {name}: a Portico plugin
 
@@ -234,8 +235,9 @@ cp {name}.wasm /path/to/plugins.d/           # install: Portico loads it within 
 
 Services with `type = "{name}"` (or the label `portico.type={name}`) then use it. `src/lib.rs`
 is the plugin; `vendor/` holds the Portico plugin SDK it was created with (contract
-`portico:plugin@0.2.0`). When a new Portico implements a newer contract, run
-`portico plugin new` with it for a fresh `vendor/` and rebuild.
+`portico:plugin@{contract}`). When a new Portico implements a newer contract, run
+`portico plugin new` with it for a fresh `vendor/`, make the changes "Upgrading a plugin" in
+Portico's plugin guide lists, and rebuild.
 "#
     )
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::plugin::{
-    self, Header, HeaderEdits, OrphanRequest, Plugin, Request, Response, Runtime, RuntimeConfig,
-    Service, Subprotocols,
+    self, BodyRewrite, Header, HeaderEdits, OrphanRequest, Plugin, Request, Response, Runtime,
+    RuntimeConfig, Service, Subprotocols,
 };
 
 /// What to try the plugin with.
@@ -61,10 +61,14 @@ pub struct TrialArgs {
     /// A response header `name:value` (repeatable).
     #[arg(long = "response-header", value_name = "NAME:VALUE")]
     pub response_headers: Vec<String>,
-    /// A response body file: `rewrite-body` is called with it when the plan asks for it; the
-    /// new body is printed.
+    /// A response body file: `rewrite-body` (or, for a streamed rewrite, `rewrite-chunk`) is
+    /// called with it when the plan asks for it; the new body is printed.
     #[arg(long)]
     pub body: Option<std::path::PathBuf>,
+    /// For a streamed rewrite: the size of the pieces the body is cut into, as an upstream
+    /// would send it.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: u32,
 }
 
 /// Runs the trial and returns the report.
@@ -259,36 +263,102 @@ async fn response_trial(
         }
     };
     edits(out, &plan.headers);
-    let rewrites = plan.rewrite_body && plugin.rewrites(&media);
+    let rewrites = plan.body != BodyRewrite::Keep && plugin.rewrites(&media);
     let _ = writeln!(
         out,
         "  body: {}",
-        if rewrites {
-            "rewritten"
-        } else {
-            "passed through"
+        match (rewrites, plan.body) {
+            (false, _) => "passed through",
+            (true, BodyRewrite::Streamed) => "rewritten as it streams (rewrite-chunk)",
+            (true, _) => "rewritten whole (rewrite-body)",
         }
     );
-    if let (true, Some(path)) = (rewrites, &args.body) {
-        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let limit = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
-        let _ = writeln!(out, "\nrewrite-body ({} bytes):", body.len());
-        match plugin.rewrite_body(&response, &body, limit).await {
-            Ok(Some(new)) => {
-                let _ = writeln!(out, "{}", String::from_utf8_lossy(&new));
-            }
-            Ok(None) => {
-                let _ = writeln!(out, "  unchanged");
+    let Some(path) = args.body.as_ref().filter(|_| rewrites) else {
+        return Ok(());
+    };
+    let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if plan.body == BodyRewrite::Streamed {
+        let chunk_size = usize::try_from(args.chunk_size).unwrap_or(usize::MAX);
+        stream(out, plugin, &response, &body, chunk_size).await;
+        return Ok(());
+    }
+    let limit = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
+    let _ = writeln!(out, "\nrewrite-body ({} bytes):", body.len());
+    match plugin.rewrite_body(&response, &body, limit).await {
+        Ok(Some(new)) => {
+            let _ = writeln!(out, "{}", String::from_utf8_lossy(&new));
+        }
+        Ok(None) => {
+            let _ = writeln!(out, "  unchanged");
+        }
+        Err(err) => {
+            let _ = writeln!(
+                out,
+                "  failed: {err} (Portico would send the body as it came)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Streams `body` through `rewrite-chunk` in pieces of `chunk_size` bytes, as the proxy does,
+/// printing each call and then the body the client would get.
+async fn stream(
+    out: &mut String,
+    plugin: &Plugin,
+    response: &Response,
+    body: &[u8],
+    chunk_size: usize,
+) {
+    let _ = writeln!(
+        out,
+        "\nrewrite-chunk ({} bytes in pieces of {chunk_size}):",
+        body.len()
+    );
+    let mut sent = Vec::new();
+    let mut input = Vec::new();
+    let mut state = Vec::new();
+    let mut pieces = body.chunks(chunk_size).peekable();
+    let mut call = 0;
+    loop {
+        let piece = pieces.next().unwrap_or_default();
+        let last = pieces.peek().is_none();
+        input.extend_from_slice(piece);
+        call += 1;
+        match plugin.rewrite_chunk(response, &input, &state, last).await {
+            Ok(answer) => {
+                let held = usize::try_from(answer.held).map_or(input.len(), |h| h.min(input.len()));
+                let _ = writeln!(
+                    out,
+                    "  call {call}: {} bytes in, {} out, {held} held, {} bytes of state{}",
+                    input.len(),
+                    answer.output.len(),
+                    answer.state.len(),
+                    if last { " (last)" } else { "" }
+                );
+                sent.extend_from_slice(&answer.output);
+                if last {
+                    sent.extend_from_slice(&input[input.len() - held..]);
+                    break;
+                }
+                input.drain(..input.len() - held);
+                state = answer.state;
             }
             Err(err) => {
                 let _ = writeln!(
                     out,
-                    "  failed: {err} (Portico would send the body as it came)"
+                    "  call {call} failed: {err} (Portico would send the rest of the body as it came)"
                 );
+                sent.extend_from_slice(&input);
+                for piece in pieces {
+                    sent.extend_from_slice(piece);
+                }
+                break;
             }
         }
     }
-    Ok(())
+    let _ = writeln!(out, "\nstreamed body ({} bytes):", sent.len());
+    let _ = writeln!(out, "{}", String::from_utf8_lossy(&sent));
 }
 
 fn edits(out: &mut String, edits: &HeaderEdits) {

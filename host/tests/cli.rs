@@ -152,6 +152,54 @@ fn plugin_try_prints_what_each_hook_answers() {
 }
 
 #[test]
+fn plugin_try_streams_a_body_through_rewrite_chunk() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = bundled_file("voila", dir.path());
+    let page = dir.path().join("page.html");
+    std::fs::write(
+        &page,
+        "<head>\n<script src=\"/voila/static/voila.js\"></script>\n<link href=\"/voila/static/a.css\">\n</head>\n",
+    )
+    .expect("write");
+    let out = portico(
+        &[
+            "plugin",
+            "try",
+            &file,
+            "--id",
+            "nb",
+            "--status",
+            "200",
+            "--content-type",
+            "text/html",
+            "--body",
+            page.to_str().expect("utf-8"),
+            "--chunk-size",
+            "30",
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("body: rewritten as it streams (rewrite-chunk)"),
+        "{text}"
+    );
+    // The first piece ends inside the script tag: it is held back to the next call.
+    assert!(
+        text.contains("call 1: 30 bytes in, 7 out, 23 held"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "<script src=\"/proxy/nb/voila/static/voila.js\"></script>\n<link href=\"/proxy/nb/voila/static/a.css\">"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn plugin_try_says_when_a_hook_is_not_asked_and_refuses_bad_arguments() {
     let cache = tempfile::tempdir().expect("temp dir");
     let dir = tempfile::tempdir().expect("temp dir");

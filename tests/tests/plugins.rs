@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico::plugin::{
-    Header, Isolation, IsolationPolicy, OrphanRequest, Plugin, PluginError, PluginRegistry,
-    PluginSource, Request, Response, Runtime, RuntimeConfig, Service, Subprotocols,
+    BodyRewrite, Header, Isolation, IsolationPolicy, OrphanRequest, Plugin, PluginError,
+    PluginRegistry, PluginSource, Request, Response, Runtime, RuntimeConfig, Service, Subprotocols,
     guard::GuardError,
 };
 
@@ -275,7 +275,7 @@ async fn dash_index_page_is_rewritten_under_the_prefix() {
     let resp = response("dash", "/", &[("content-type", "text/html; charset=utf-8")]);
     assert!(dash.rewrites("text/html"));
     let plan = dash.on_response(&resp).await.expect("on-response");
-    assert!(plan.rewrite_body);
+    assert_eq!(plan.body, BodyRewrite::Whole);
     let page = br#"<script id="_dash-config" type="application/json">{"requests_pathname_prefix":"/"}</script><script src="/_dash-component-suites/dash/dash-renderer/build/dash_renderer.v2_18_2m1.min.js"></script>"#;
     let body = dash
         .rewrite_body(&resp, page, REWRITE_LIMIT)
@@ -298,12 +298,9 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
     let (_cache, registry) = bundled_only().await;
     let fastapi = registry.for_type("fastapi");
     let docs = response("fastapi", "/docs", &[("content-type", "text/html")]);
-    assert!(
-        fastapi
-            .on_response(&docs)
-            .await
-            .expect("on-response")
-            .rewrite_body
+    assert_eq!(
+        fastapi.on_response(&docs).await.expect("on-response").body,
+        BodyRewrite::Whole
     );
     let page = b"<script>const ui = SwaggerUIBundle({url: '/openapi.json'})</script>";
     let body = fastapi
@@ -317,12 +314,13 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
         "/openapi.json",
         &[("content-type", "application/json")],
     );
-    assert!(
+    assert_eq!(
         fastapi
             .on_response(&schema)
             .await
             .expect("on-response")
-            .rewrite_body
+            .body,
+        BodyRewrite::Whole
     );
     let body = fastapi
         .rewrite_body(&schema, br#"{"openapi":"3.1.0","paths":{}}"#, REWRITE_LIMIT)
@@ -332,12 +330,9 @@ async fn fastapi_docs_and_schema_point_under_the_prefix() {
     let json: serde_json::Value = serde_json::from_slice(&body).expect("still JSON");
     assert_eq!(json["servers"][0]["url"], "/proxy/app");
     let other = response("fastapi", "/items", &[("content-type", "application/json")]);
-    assert!(
-        !fastapi
-            .on_response(&other)
-            .await
-            .expect("on-response")
-            .rewrite_body
+    assert_eq!(
+        fastapi.on_response(&other).await.expect("on-response").body,
+        BodyRewrite::Keep
     );
 }
 
@@ -350,12 +345,9 @@ async fn flask_links_in_pages_stay_under_the_prefix() {
         "/",
         &[("content-type", "text/html; charset=utf-8")],
     );
-    assert!(
-        flask
-            .on_response(&page)
-            .await
-            .expect("on-response")
-            .rewrite_body
+    assert_eq!(
+        flask.on_response(&page).await.expect("on-response").body,
+        BodyRewrite::Whole
     );
     let html = br#"<a href="/about">About</a><form method="post" action="/submit"></form>"#;
     let body = flask
@@ -367,12 +359,9 @@ async fn flask_links_in_pages_stay_under_the_prefix() {
     assert!(body.contains(r#"href="/proxy/app/about""#), "{body}");
     assert!(body.contains(r#"action="/proxy/app/submit""#), "{body}");
     let generic = registry.for_type("generic");
-    assert!(
-        !generic
-            .on_response(&page)
-            .await
-            .expect("on-response")
-            .rewrite_body
+    assert_eq!(
+        generic.on_response(&page).await.expect("on-response").body,
+        BodyRewrite::Keep
     );
 }
 
@@ -774,8 +763,8 @@ async fn a_plugin_built_against_0_1_is_refused_with_how_to_upgrade() {
     };
     for needed in [
         "built against portico:plugin@0.1.0",
-        "implements portico:plugin@0.2.0",
-        "rebuild it with portico-plugin-sdk 0.2.0",
+        "implements portico:plugin@0.3.0",
+        "rebuild it with portico-plugin-sdk 0.3.0",
         "PluginInfo::claim_prefixes",
     ] {
         assert!(why.contains(needed), "{needed:?} missing from: {why}");
@@ -810,7 +799,7 @@ async fn the_hostile_fixture_misbehaves_on_response_as_documented() {
         .on_response(&upstream_says("bloat"))
         .await
         .expect("on-response");
-    assert!(plan.rewrite_body);
+    assert_eq!(plan.body, BodyRewrite::Whole);
 
     // Each header is valid on its own; together they are about 200 KiB, which the guard may
     // refuse as a whole.
@@ -835,5 +824,5 @@ async fn the_hostile_fixture_misbehaves_on_response_as_documented() {
         .on_response(&response("hostile", "/", &[("content-type", "text/html")]))
         .await
         .expect("on-response");
-    assert!(!plain.rewrite_body);
+    assert_eq!(plain.body, BodyRewrite::Keep);
 }

@@ -10,15 +10,15 @@ mod generated {
 }
 
 pub use generated::portico::plugin::types::{
-    Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response, ResponsePlan, Service,
-    Subprotocols, UpstreamRequest, UpstreamWebsocket,
+    BodyRewrite, ChunkRewrite, Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response,
+    ResponsePlan, Service, Subprotocols, UpstreamRequest, UpstreamWebsocket,
 };
 
-/// The contract's package, as a component names its interfaces (`portico:plugin/types@0.2.0`).
+/// The contract's package, as a component names its interfaces (`portico:plugin/types@0.3.0`).
 pub(crate) const PACKAGE: &str = "portico:plugin";
 /// The version of the contract these bindings implement; a plugin built against another one is
 /// refused at load.
-pub(crate) const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.3.0";
 
 /// An instantiated plugin world.
 pub(crate) use generated::Plugin as World;

@@ -3,8 +3,8 @@
 //! the SDK's defaults use (both call `portico_rewrite`).
 
 use super::{
-    Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols, UpstreamRequest,
-    UpstreamWebsocket,
+    BodyRewrite, Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols,
+    UpstreamRequest, UpstreamWebsocket,
 };
 
 /// The prefix stripped (or kept, for a plugin that keeps it), the query kept, and
@@ -67,7 +67,7 @@ pub fn on_response(resp: &Response) -> ResponsePlan {
     }
     ResponsePlan {
         headers: edits,
-        rewrite_body: false,
+        body: BodyRewrite::Keep,
     }
 }
 

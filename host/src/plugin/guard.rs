@@ -5,7 +5,8 @@
 //! change its framing, and bounded sizes.
 
 use super::bindings::{
-    HeaderEdits, PluginInfo, ResponsePlan, Subprotocols, UpstreamRequest, UpstreamWebsocket,
+    ChunkRewrite, HeaderEdits, PluginInfo, ResponsePlan, Subprotocols, UpstreamRequest,
+    UpstreamWebsocket,
 };
 
 /// The longest path or query a plugin may return.
@@ -20,6 +21,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_SUBPROTOCOLS: usize = 32;
 /// The largest body a plugin may return from `rewrite-body`.
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
+/// The most bytes a streamed rewrite may hold back, and the largest state it may carry.
+pub const MAX_CHUNK_CARRY: usize = 64 * 1024;
 
 /// Headers that control the connection or the message framing; only the host sets them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -111,6 +114,29 @@ pub fn body(body: &[u8], limit: usize) -> Result<(), GuardError> {
             what: "rewritten body",
             len: body.len(),
             limit,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a `rewrite-chunk` answer for a chunk of `chunk_len` bytes: the output within
+/// [`MAX_BODY`], the held bytes within the chunk and [`MAX_CHUNK_CARRY`], and so the state.
+pub fn chunk(answer: &ChunkRewrite, chunk_len: usize) -> Result<(), GuardError> {
+    body(&answer.output, MAX_BODY)?;
+    let held = usize::try_from(answer.held).unwrap_or(usize::MAX);
+    let limit = chunk_len.min(MAX_CHUNK_CARRY);
+    if held > limit {
+        return Err(GuardError::TooLong {
+            what: "held part of a chunk",
+            len: held,
+            limit,
+        });
+    }
+    if answer.state.len() > MAX_CHUNK_CARRY {
+        return Err(GuardError::TooLong {
+            what: "streamed rewrite state",
+            len: answer.state.len(),
+            limit: MAX_CHUNK_CARRY,
         });
     }
     Ok(())

@@ -29,13 +29,20 @@ const TICK: Duration = Duration::from_millis(1);
 /// fair-share`); with a 2 ms tick and 8 or 18 ms pauses, 63-77 %.
 const THROTTLE: Duration = Duration::from_millis(19);
 
+/// How long a body rewrite call runs before [`THROTTLE`] applies. Reading and writing a page is
+/// real work: a bundled plugin's `rewrite-chunk` of 128 KiB takes about 2 ms, which throttled
+/// from the first tick would take 40 ms and a page of a few megabytes seconds. A runaway
+/// rewrite holds a worker this long per call at most, and the fair share bounds how many such
+/// calls run at once.
+const REWRITE_GRACE: Duration = Duration::from_millis(20);
+
 /// Limits and policies for running plugins.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// The longest one call of a hook that answers about headers and paths may run before it
     /// is stopped.
     pub call_timeout: Duration,
-    /// The same for `rewrite-body`, which reads a whole page.
+    /// The same for `rewrite-body`, which reads a whole page, and `rewrite-chunk`.
     pub rewrite_timeout: Duration,
     /// The most linear memory one plugin instance may use, in bytes.
     pub memory_limit: usize,
@@ -55,8 +62,16 @@ impl RuntimeConfig {
     /// The deadline of one call of `hook`.
     pub fn timeout(&self, hook: super::Hook) -> Duration {
         match hook {
-            super::Hook::RewriteBody => self.rewrite_timeout,
+            super::Hook::RewriteBody | super::Hook::RewriteChunk => self.rewrite_timeout,
             _ => self.call_timeout,
+        }
+    }
+
+    /// How long one call of `hook` runs before it is throttled.
+    pub fn grace(&self, hook: super::Hook) -> Duration {
+        match hook {
+            super::Hook::RewriteBody | super::Hook::RewriteChunk => REWRITE_GRACE,
+            _ => TICK,
         }
     }
 }
@@ -97,6 +112,8 @@ pub(crate) struct HostState {
     limits: Limits,
     /// When the running call started.
     started: Instant,
+    /// How long the running call may run before it is throttled.
+    grace: Duration,
     /// When the running call must stop.
     pub(crate) deadline: Instant,
 }
@@ -217,9 +234,10 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
-    pub(crate) fn arm(&mut self, now: Instant, timeout: Duration) {
+    pub(crate) fn arm(&mut self, now: Instant, timeout: Duration, grace: Duration) {
         let state = self.store.data_mut();
         state.started = now;
+        state.grace = grace;
         state.deadline = now + timeout;
         self.store.set_epoch_deadline(1);
     }
@@ -404,6 +422,7 @@ impl Runtime {
                 held: 0,
             },
             started: Instant::now(),
+            grace: TICK,
             deadline: Instant::now() + self.config.call_timeout,
         };
         let mut store = Store::new(&self.engine, state);
@@ -417,7 +436,7 @@ impl Runtime {
             let state = ctx.data();
             if now >= state.deadline {
                 Ok(UpdateDeadline::Interrupt)
-            } else if now.saturating_duration_since(state.started) < TICK {
+            } else if now.saturating_duration_since(state.started) < state.grace {
                 Ok(UpdateDeadline::Yield(1))
             } else {
                 let pause = THROTTLE.min(state.deadline - now);
@@ -453,11 +472,23 @@ fn incompatible(built_against: &str) -> Option<String> {
     }
     let built = format!("the plugin was built against {PACKAGE}@{built_against}");
     Some(if theirs.is_some() && theirs < ours {
+        let mut steps = Vec::new();
+        if theirs < Some((0, 2)) {
+            steps.push(
+                "declare the un-prefixed paths its `claim` answers for with \
+                 `PluginInfo::claim_prefixes` (none if it claims nothing)",
+            );
+        }
+        if theirs < Some((0, 3)) {
+            steps.push(
+                "write `body: BodyRewrite::Whole` in its response plans where it wrote \
+                 `rewrite_body: true` (`BodyRewrite::Keep` for false)",
+            );
+        }
         format!(
             "{built}, but this Portico implements {PACKAGE}@{VERSION}: rebuild it with \
-             portico-plugin-sdk {VERSION} and declare the un-prefixed paths its `claim` answers \
-             for with `PluginInfo::claim_prefixes` (none if it claims nothing); see \
-             \"Upgrading from 0.1\" in plugins/README.md"
+             portico-plugin-sdk {VERSION}, {}; see \"Upgrading a plugin\" in plugins/README.md",
+            steps.join(", and ")
         )
     } else {
         format!(

@@ -1,5 +1,5 @@
-//! Bodies: the client's request body handed to one upstream attempt at a time, and the
-//! buffered body rewrite a plugin may ask for.
+//! Bodies: the client's request body handed to one upstream attempt at a time, and the body
+//! rewrites a plugin may ask for: buffered whole, or streamed chunk by chunk.
 
 use std::io::Read as _;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::{Body, BodyDataStream, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt as _, stream};
+use futures_util::{FutureExt as _, Stream, StreamExt as _, stream};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -282,7 +282,8 @@ fn decode(body: &[u8], encoding: Encoding, limit: usize) -> Option<Vec<u8>> {
 }
 
 /// Buffers the body (up to `limit`), has the plugin rewrite it, and fixes the headers. A body
-/// larger than the limit, or in an encoding that cannot be decoded, streams unchanged.
+/// larger than the limit goes through `rewrite-chunk` instead, as it streams (the SDK's
+/// default passes it unchanged); one in an encoding that cannot be decoded streams unchanged.
 pub(super) async fn rewrite(
     upstream: Body,
     headers: &mut HeaderMap,
@@ -291,6 +292,7 @@ pub(super) async fn rewrite(
     response: &plugin::Response,
 ) -> Result<Body, ProxyError> {
     let Some(encoding) = encoding(headers) else {
+        tracing::debug!(service = %ctx.service.id, "the body's content-encoding cannot be decoded: sent unchanged");
         return Ok(upstream);
     };
     if upstream
@@ -298,7 +300,7 @@ pub(super) async fn rewrite(
         .exact()
         .is_some_and(|len| len > limit as u64)
     {
-        return Ok(upstream);
+        return Ok(rewrite_stream(upstream, headers, ctx, response.clone()));
     }
     let mut chunks = upstream.into_data_stream();
     let mut buffer = BytesMut::new();
@@ -309,9 +311,10 @@ pub(super) async fn rewrite(
         })?;
         buffer.extend_from_slice(&chunk);
         if buffer.len() > limit {
-            // Too large to rewrite: send what was read, then the rest, unchanged.
+            // Too large to rewrite whole: what was read and the rest are streamed.
             let head = stream::once(async move { Ok::<Bytes, axum::Error>(buffer.freeze()) });
-            return Ok(Body::from_stream(head.chain(chunks)));
+            let rest = Body::from_stream(head.chain(chunks));
+            return Ok(rewrite_stream(rest, headers, ctx, response.clone()));
         }
     }
     let original = buffer.freeze();
@@ -342,6 +345,289 @@ pub(super) async fn rewrite(
             set_length(headers, original.len());
             Ok(Body::from(original))
         }
+    }
+}
+
+/// The most decoded bytes passed to one `rewrite-chunk` call. A larger piece of body is
+/// passed in several calls, so each call stays well within its deadline (a call past 1 ms of
+/// CPU is throttled). Twice the most a plugin may hold back, so every call moves on by at
+/// least half a chunk.
+const MAX_CHUNK: usize = 2 * crate::plugin::guard::MAX_CHUNK_CARRY;
+
+/// Upstream pieces that are already waiting are joined up to this size before a call, so a
+/// body that arrives faster than it is sent costs fewer calls.
+const JOIN_UP_TO: usize = 64 * 1024;
+
+/// Compressed input is decoded this much at a time, so that a small piece of a compressed body
+/// can never become more than a bounded amount of output before the plugin sees it.
+const DECODE_STEP: usize = 4 * 1024;
+
+/// Streams the body through the plugin's `rewrite-chunk`, sending each answer on as soon as it
+/// comes: nothing waits for the end of the body, and no size limit applies. A body in an
+/// encoding that cannot be decoded streams unchanged. If a call fails, the rest of the body,
+/// held bytes included, goes out unchanged; on a fail-closed service it is cut off instead.
+pub(super) fn rewrite_stream(
+    upstream: Body,
+    headers: &mut HeaderMap,
+    ctx: &Context,
+    response: plugin::Response,
+) -> Body {
+    let Some(encoding) = encoding(headers) else {
+        tracing::debug!(service = %ctx.service.id, "the body's content-encoding cannot be decoded: streamed unchanged");
+        return upstream;
+    };
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ACCEPT_RANGES);
+    weaken_etag(headers);
+    let rewrite = StreamRewrite {
+        chunks: upstream.into_data_stream(),
+        decoder: Decoder::new(encoding),
+        input: Vec::new(),
+        state: Vec::new(),
+        plugin: Arc::clone(&ctx.plugin),
+        service: Arc::clone(&ctx.service),
+        response,
+        passing: false,
+        ended: false,
+    };
+    let steps = stream::unfold(rewrite, |mut rewrite| async move {
+        let step = rewrite.step().await?;
+        Some((step, rewrite))
+    });
+    Body::from_stream(steps)
+}
+
+/// The state of one streamed rewrite.
+struct StreamRewrite {
+    chunks: BodyDataStream,
+    decoder: Decoder,
+    /// Decoded bytes not yet given to the plugin, starting with the ones it held back.
+    input: Vec<u8>,
+    /// What the plugin asked to be given back with the next chunk.
+    state: Vec<u8>,
+    plugin: Arc<plugin::Plugin>,
+    service: Arc<crate::registry::Service>,
+    response: plugin::Response,
+    /// A call failed: the rest passes unchanged.
+    passing: bool,
+    /// The upstream body has ended, or the stream failed.
+    ended: bool,
+}
+
+impl StreamRewrite {
+    /// The next piece for the client; `None` once everything is sent.
+    async fn step(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            let last = match self.read().await {
+                Ok(last) => last,
+                Err(err) => {
+                    self.ended = true;
+                    return Some(Err(err));
+                }
+            };
+            if last {
+                self.ended = true;
+            }
+            let out = if self.passing {
+                std::mem::take(&mut self.input)
+            } else {
+                match self.rewrite(last).await {
+                    Ok(out) => out,
+                    Err(err) => {
+                        self.ended = true;
+                        return Some(Err(err));
+                    }
+                }
+            };
+            if !out.is_empty() {
+                return Some(Ok(Bytes::from(out)));
+            }
+        }
+    }
+
+    /// Reads what the upstream has sent into `input`, decoded: at least one piece, then
+    /// whatever else is already waiting. True when the body has ended.
+    async fn read(&mut self) -> Result<bool, std::io::Error> {
+        let mut read = 0;
+        let mut next = self.chunks.next().await;
+        loop {
+            match next {
+                None => {
+                    self.decoder.finish(&mut self.input)?;
+                    return Ok(true);
+                }
+                Some(Err(err)) => {
+                    return Err(std::io::Error::other(format!(
+                        "the upstream body failed mid-stream: {}",
+                        super::retry::chain(&err)
+                    )));
+                }
+                Some(Ok(piece)) => {
+                    read += piece.len();
+                    self.decoder.decode(&piece, &mut self.input)?;
+                }
+            }
+            if read >= JOIN_UP_TO || self.input.len() >= MAX_CHUNK {
+                return Ok(false);
+            }
+            match self.chunks.next().now_or_never() {
+                Some(waiting) => next = waiting,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Passes `input` to the plugin, in calls of at most [`MAX_CHUNK`] bytes, and returns the
+    /// output; what the plugin holds back stays in `input`. After a failure the unread input is
+    /// returned unchanged and the rest of the body passes, or, fail-closed, the stream fails.
+    async fn rewrite(&mut self, last: bool) -> Result<Vec<u8>, std::io::Error> {
+        let mut out = Vec::new();
+        loop {
+            let size = self.input.len().min(MAX_CHUNK);
+            let whole = size == self.input.len();
+            if size == 0 && !last {
+                return Ok(out);
+            }
+            let is_last = last && whole;
+            let answer = self
+                .plugin
+                .rewrite_chunk(&self.response, &self.input[..size], &self.state, is_last)
+                .await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(err) if self.service.fail_closed => {
+                    return Err(std::io::Error::other(format!(
+                        "the plugin failed mid-body and service {:?} is fail-closed: {err}",
+                        self.service.id
+                    )));
+                }
+                Err(err) => {
+                    tracing::warn!(service = %self.service.id, plugin = %self.plugin.name(), error = %err, "the streamed rewrite stopped: the rest of the body passes unchanged");
+                    self.passing = true;
+                    out.append(&mut self.input);
+                    return Ok(out);
+                }
+            };
+            out.extend_from_slice(&answer.output);
+            self.state = answer.state;
+            // The guard has checked that `held` is within the chunk.
+            let held = usize::try_from(answer.held).map_or(size, |held| held.min(size));
+            if is_last {
+                // What the last call holds back is sent as it is.
+                out.extend_from_slice(&self.input[size - held..size]);
+                self.input.clear();
+                return Ok(out);
+            }
+            self.input.drain(..size - held);
+            if whole {
+                // The held bytes wait for more input.
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// A streaming decoder of the body's content encoding.
+enum Decoder {
+    Identity,
+    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    /// `deflate`: zlib-wrapped by the standard, raw by some servers; which one is told by the
+    /// first two bytes.
+    Deflate(Option<DeflateDecoder>),
+}
+
+enum DeflateDecoder {
+    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
+    Raw(flate2::write::DeflateDecoder<Vec<u8>>),
+}
+
+impl Decoder {
+    fn new(encoding: Encoding) -> Self {
+        match encoding {
+            Encoding::Identity => Self::Identity,
+            Encoding::Gzip => Self::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Encoding::Deflate => Self::Deflate(None),
+        }
+    }
+
+    /// Decodes `piece` onto `out`.
+    fn decode(&mut self, piece: &[u8], out: &mut Vec<u8>) -> Result<(), std::io::Error> {
+        use std::io::Write as _;
+        let invalid = |err: std::io::Error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the upstream body could not be decoded: {err}"),
+            )
+        };
+        match self {
+            Self::Identity => {
+                out.extend_from_slice(piece);
+                Ok(())
+            }
+            Self::Gzip(decoder) => {
+                for step in piece.chunks(DECODE_STEP) {
+                    decoder.write_all(step).map_err(invalid)?;
+                    // Without a flush the decoder keeps its last output to itself.
+                    decoder.flush().map_err(invalid)?;
+                    out.append(decoder.get_mut());
+                }
+                Ok(())
+            }
+            Self::Deflate(decoder) => {
+                let decoder = decoder.get_or_insert_with(|| {
+                    // RFC 1950: CM 8 in the low nibble, and the header a multiple of 31.
+                    let zlib = piece.len() >= 2
+                        && piece[0] & 0x0f == 8
+                        && (u16::from(piece[0]) << 8 | u16::from(piece[1])) % 31 == 0;
+                    if zlib {
+                        DeflateDecoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new()))
+                    } else {
+                        DeflateDecoder::Raw(flate2::write::DeflateDecoder::new(Vec::new()))
+                    }
+                });
+                for step in piece.chunks(DECODE_STEP) {
+                    match decoder {
+                        DeflateDecoder::Zlib(inner) => {
+                            inner.write_all(step).map_err(invalid)?;
+                            inner.flush().map_err(invalid)?;
+                            out.append(inner.get_mut());
+                        }
+                        DeflateDecoder::Raw(inner) => {
+                            inner.write_all(step).map_err(invalid)?;
+                            inner.flush().map_err(invalid)?;
+                            out.append(inner.get_mut());
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Flushes what the decoder still holds onto `out` at the end of the body.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
+        let finished = match self {
+            Self::Identity | Self::Deflate(None) => return Ok(()),
+            Self::Gzip(decoder) => decoder.try_finish().map(|()| decoder.get_mut()),
+            Self::Deflate(Some(DeflateDecoder::Zlib(decoder))) => {
+                decoder.try_finish().map(|()| decoder.get_mut())
+            }
+            Self::Deflate(Some(DeflateDecoder::Raw(decoder))) => {
+                decoder.try_finish().map(|()| decoder.get_mut())
+            }
+        };
+        let tail = finished.map_err(|err| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the upstream body ended mid-stream of its encoding: {err}"),
+            )
+        })?;
+        out.append(tail);
+        Ok(())
     }
 }
 

@@ -167,12 +167,12 @@ async fn respond(
         })
         .await?;
         headers::apply_edits(&mut response_headers, &plan.headers);
-        if plan.rewrite_body
+        if plan.body != plugin::BodyRewrite::Keep
             && plugin.rewrites(&media)
             && media != "text/event-stream"
             && has_body(method, status)
         {
-            rewrite = Some(seen);
+            rewrite = Some((plan.body, seen));
         }
     }
     if !ctx.prefixed {
@@ -186,7 +186,10 @@ async fn respond(
     }
     pin(ctx, replica, &mut response_headers);
     let body = match rewrite {
-        Some(seen) => {
+        Some((plugin::BodyRewrite::Streamed, seen)) => {
+            body::rewrite_stream(upstream, &mut response_headers, ctx, seen)
+        }
+        Some((_, seen)) => {
             let wanted = usize::try_from(plugin.info().max_rewrite_bytes).unwrap_or(usize::MAX);
             let limit = live.proxy.max_rewrite_bytes.min(wanted);
             Box::pin(body::rewrite(

@@ -24,8 +24,8 @@
 //!   `localhost:{upstream port}`.
 
 use portico_plugin_sdk::{
-    Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan, UpstreamWebsocket,
-    claim_by_prefix, defaults, export_plugin, header,
+    ChunkRewrite, Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan,
+    UpstreamWebsocket, claim_by_prefix, defaults, export_plugin, header,
 };
 
 /// The Bokeh and Panel handler.
@@ -75,6 +75,10 @@ impl Plugin for Bokeh {
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
         defaults::prefix_html(&resp, &body)
     }
+
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, _: Vec<u8>, last: bool) -> ChunkRewrite {
+        defaults::prefix_html_chunk(&resp, chunk, last)
+    }
 }
 
 /// How strongly an un-prefixed path belongs to Bokeh.
@@ -115,7 +119,7 @@ export_plugin!(Bokeh);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portico_plugin_sdk::{Service, Subprotocols};
+    use portico_plugin_sdk::{BodyRewrite, Service, Subprotocols};
 
     const P: &str = "/proxy/bk";
 
@@ -129,7 +133,7 @@ mod tests {
             200,
         )
         .with_header("content-type", "text/html; charset=utf-8");
-        assert!(Bokeh::on_response(resp.clone()).rewrite_body);
+        assert_eq!(Bokeh::on_response(resp.clone()).body, BodyRewrite::Whole);
         let out = Bokeh::rewrite_body(resp, page.to_vec()).expect("changed");
         let out = String::from_utf8(out).expect("utf-8");
         assert!(

@@ -6,7 +6,7 @@
 //! Swagger UI's "Try it out" calls the root unless the schema names a server.
 
 use portico_plugin_sdk::{
-    Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
+    BodyRewrite, Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin, rewrite,
 };
 
 /// The FastAPI handler.
@@ -29,8 +29,13 @@ impl Plugin for FastApi {
         let media = defaults::media_type(&resp);
         ResponsePlan {
             headers: defaults::response_headers(&resp),
-            rewrite_body: media == "text/html"
-                || (media == "application/json" && is_schema(&resp.request.path)),
+            body: if media == "text/html"
+                || (media == "application/json" && is_schema(&resp.request.path))
+            {
+                BodyRewrite::Whole
+            } else {
+                BodyRewrite::Keep
+            },
         }
     }
 

@@ -5,7 +5,9 @@
 //! `ProxyFix`), keeps `Location` under it (the SDK default), and moves root-relative links in
 //! HTML pages under it.
 
-use portico_plugin_sdk::{Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin};
+use portico_plugin_sdk::{
+    ChunkRewrite, Plugin, PluginInfo, Response, ResponsePlan, defaults, export_plugin,
+};
 
 /// The Flask handler.
 #[derive(Debug)]
@@ -29,6 +31,10 @@ impl Plugin for Flask {
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
         defaults::prefix_html(&resp, &body)
+    }
+
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, _: Vec<u8>, last: bool) -> ChunkRewrite {
+        defaults::prefix_html_chunk(&resp, chunk, last)
     }
 }
 

@@ -24,8 +24,8 @@
 //!   is no WebSocket.
 
 use portico_plugin_sdk::{
-    Header, HeaderEdits, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan,
-    UpstreamRequest, UpstreamWebsocket, claim_by_prefix, defaults, export_plugin,
+    ChunkRewrite, Header, HeaderEdits, OrphanRequest, Plugin, PluginInfo, Request, Response,
+    ResponsePlan, UpstreamRequest, UpstreamWebsocket, claim_by_prefix, defaults, export_plugin,
 };
 
 /// The Gradio handler.
@@ -81,6 +81,10 @@ impl Plugin for Gradio {
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
         defaults::prefix_html(&resp, &body)
     }
+
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, _: Vec<u8>, last: bool) -> ChunkRewrite {
+        defaults::prefix_html_chunk(&resp, chunk, last)
+    }
 }
 
 /// Adds `x-forwarded-host: {public host}{prefix}`, from which Gradio builds its root URL.
@@ -106,7 +110,7 @@ export_plugin!(Gradio);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portico_plugin_sdk::{Service, header};
+    use portico_plugin_sdk::{BodyRewrite, Service, header};
 
     #[test]
     fn forwarded_host_carries_the_prefix() {
@@ -165,7 +169,7 @@ mod tests {
             200,
         )
         .with_header("content-type", "text/html");
-        assert!(Gradio::on_response(resp.clone()).rewrite_body);
+        assert_eq!(Gradio::on_response(resp.clone()).body, BodyRewrite::Whole);
         let out = Gradio::rewrite_body(resp, page.to_vec()).expect("changed");
         let out = String::from_utf8(out).expect("utf-8");
         assert!(out.contains(r#"href="/proxy/app/manifest.json""#), "{out}");

@@ -37,8 +37,8 @@
 //! prefix).
 
 use portico_plugin_sdk::{
-    Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan, Service,
-    UpstreamRequest, UpstreamWebsocket, defaults, export_plugin, rewrite,
+    BodyRewrite, Header, OrphanRequest, Plugin, PluginInfo, Request, Response, ResponsePlan,
+    Service, UpstreamRequest, UpstreamWebsocket, defaults, export_plugin, rewrite,
 };
 
 /// The Jupyter handler.
@@ -130,7 +130,7 @@ impl Plugin for Jupyter {
                 }
             }
         }
-        let rewrite_body = !kept
+        let rewrite = !kept
             && match defaults::media_type(&resp).as_str() {
                 "text/html" => true,
                 "application/json" => is_kernelspecs(&resp.request.path),
@@ -138,7 +138,11 @@ impl Plugin for Jupyter {
             };
         ResponsePlan {
             headers,
-            rewrite_body,
+            body: if rewrite {
+                BodyRewrite::Whole
+            } else {
+                BodyRewrite::Keep
+            },
         }
     }
 

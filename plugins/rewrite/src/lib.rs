@@ -212,6 +212,25 @@ pub fn json_string_body(text: &str) -> String {
     out
 }
 
+/// The most bytes [`stream_cut`] leaves for a later chunk: the host's limit on held bytes.
+pub const MAX_HELD: usize = 64 * 1024;
+
+/// How many leading bytes of a streamed chunk can be rewritten now, for rewrites that work
+/// within a line or a tag: all of them on the `last` chunk; otherwise up to and including the
+/// last `\n` or `>` (0 when there is none), so that a tag or URL cut by the chunk's end waits
+/// for the next chunk. At most [`MAX_HELD`] bytes are left, so a very long line is rewritten
+/// in pieces.
+pub fn stream_cut(chunk: &[u8], last: bool) -> usize {
+    if last {
+        return chunk.len();
+    }
+    let boundary = chunk
+        .iter()
+        .rposition(|byte| matches!(byte, b'\n' | b'>'))
+        .map_or(0, |index| index + 1);
+    boundary.max(chunk.len().saturating_sub(MAX_HELD))
+}
+
 /// The media type of a `Content-Type` value, lower case, without parameters.
 pub fn media_type(content_type: &str) -> String {
     content_type
@@ -225,6 +244,17 @@ pub fn media_type(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_chunks_are_cut_after_the_last_line_or_tag() {
+        assert_eq!(stream_cut(b"<a href=\"/x\">text<img sr", false), 13);
+        assert_eq!(stream_cut(b"line one\nline tw", false), 9);
+        assert_eq!(stream_cut(b"no boundary", false), 0);
+        assert_eq!(stream_cut(b"no boundary", true), 11);
+        assert_eq!(stream_cut(b"", false), 0);
+        let long = vec![b'x'; MAX_HELD + 10];
+        assert_eq!(stream_cut(&long, false), 10, "at most MAX_HELD left");
+    }
 
     #[test]
     fn json_string_bodies_cannot_close_the_script() {

@@ -1,8 +1,8 @@
 //! The generic behaviour, as functions a plugin can call from its own hooks.
 
 use crate::{
-    Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols, UpstreamRequest,
-    UpstreamWebsocket, rewrite,
+    BodyRewrite, ChunkRewrite, Header, HeaderEdits, Request, Response, ResponsePlan, Subprotocols,
+    UpstreamRequest, UpstreamWebsocket, rewrite,
 };
 
 /// The path below the prefix (or the whole path with `keep_prefix`), the query unchanged, and
@@ -41,16 +41,63 @@ pub fn forwarded_prefix(req: &Request, keep_prefix: bool) -> HeaderEdits {
 pub fn on_response(resp: &Response) -> ResponsePlan {
     ResponsePlan {
         headers: response_headers(resp),
-        rewrite_body: false,
+        body: BodyRewrite::Keep,
     }
 }
 
-/// [`on_response`]'s header edits, and the body rewritten when it is an HTML page: for
+/// [`on_response`]'s header edits, and the body rewritten whole when it is an HTML page: for
 /// plugins whose framework writes root-relative URLs into its pages ([`prefix_html`]).
 pub fn on_html_response(resp: &Response) -> ResponsePlan {
     ResponsePlan {
         headers: response_headers(resp),
-        rewrite_body: media_type(resp) == "text/html",
+        body: if media_type(resp) == "text/html" {
+            BodyRewrite::Whole
+        } else {
+            BodyRewrite::Keep
+        },
+    }
+}
+
+/// A streamed chunk passed on unchanged: the default `rewrite-chunk`.
+pub fn unchanged_chunk(chunk: Vec<u8>) -> ChunkRewrite {
+    ChunkRewrite {
+        output: chunk,
+        held: 0,
+        state: Vec::new(),
+    }
+}
+
+/// One step of a streamed rewrite made of `rewrite`, a rewrite that works within a line or a
+/// tag (as [`prefix_html`] does): `rewrite` gets the chunk up to its last line end or `>`
+/// ([`rewrite::stream_cut`]), and the rest is held back for the next chunk. `rewrite`
+/// returns `None` to leave its part unchanged. No state is kept.
+///
+/// ```
+/// # use portico_plugin_sdk::{defaults, rewrite};
+/// let step = defaults::rewrite_chunk_with(b"<a href=\"/x\">1</a>\n<img sr".to_vec(), false, |part| {
+///     rewrite::prefix_html_urls(part, "/proxy/app")
+/// });
+/// assert_eq!(step.output, b"<a href=\"/proxy/app/x\">1</a>\n");
+/// assert_eq!(step.held, 7);
+/// ```
+pub fn rewrite_chunk_with(
+    mut chunk: Vec<u8>,
+    last: bool,
+    rewrite: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> ChunkRewrite {
+    let cut = rewrite::stream_cut(&chunk, last);
+    let held = chunk.len() - cut;
+    let output = match rewrite(&chunk[..cut]) {
+        Some(output) => output,
+        None => {
+            chunk.truncate(cut);
+            chunk
+        }
+    };
+    ChunkRewrite {
+        output,
+        held: u32::try_from(held).unwrap_or(u32::MAX),
+        state: Vec::new(),
     }
 }
 
@@ -58,6 +105,12 @@ pub fn on_html_response(resp: &Response) -> ResponsePlan {
 /// prefix; `None` when none needed to move.
 pub fn prefix_html(resp: &Response, body: &[u8]) -> Option<Vec<u8>> {
     rewrite::prefix_html_urls(body, &resp.request.prefix)
+}
+
+/// [`prefix_html`] as a streamed rewrite ([`rewrite_chunk_with`]): for pages larger than the
+/// plugin's `max-rewrite-bytes`, which Portico streams through `rewrite-chunk`.
+pub fn prefix_html_chunk(resp: &Response, chunk: Vec<u8>, last: bool) -> ChunkRewrite {
+    rewrite_chunk_with(chunk, last, |part| prefix_html(resp, part))
 }
 
 /// The header edits of [`on_response`].

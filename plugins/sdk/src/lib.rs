@@ -4,9 +4,11 @@
 //! with [`export_plugin!`]. Every hook has a default that is Portico's generic behaviour; the
 //! defaults are also available as functions in [`defaults`] so an override can build on them.
 //!
-//! This SDK implements the contract `portico:plugin@0.2.0`. A plugin built with SDK 0.1 is
-//! refused by a Portico that implements 0.2: rebuild it with this SDK and, if it overrides
-//! `claim`, declare the un-prefixed paths it claims with [`PluginInfo::claim_prefixes`].
+//! This SDK implements the contract `portico:plugin@0.3.0`. A plugin built with an older SDK is
+//! refused by a Portico that implements 0.3: rebuild it with this SDK. From 0.2, write
+//! `body: BodyRewrite::Whole` in response plans where it wrote `rewrite_body: true`
+//! (`BodyRewrite::Keep` for false). From 0.1, also declare the un-prefixed paths `claim`
+//! answers for with [`PluginInfo::claim_prefixes`].
 //!
 //! ```ignore
 //! use portico_plugin_sdk::{OrphanRequest, Plugin, PluginInfo, export_plugin};
@@ -49,8 +51,8 @@ pub mod bindings {
 }
 
 pub use bindings::portico::plugin::types::{
-    Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response, ResponsePlan, Service,
-    Subprotocols, UpstreamRequest, UpstreamWebsocket,
+    BodyRewrite, ChunkRewrite, Header, HeaderEdits, OrphanRequest, PluginInfo, Request, Response,
+    ResponsePlan, Service, Subprotocols, UpstreamRequest, UpstreamWebsocket,
 };
 
 /// A framework plugin. Each hook runs in the phase its name says; see `wit/plugin.wit` for when
@@ -91,10 +93,21 @@ pub trait Plugin {
         defaults::on_response(&resp)
     }
 
-    /// The rewritten body, or `None` to leave it unchanged. Default: `None`.
+    /// The rewritten body, or `None` to leave it unchanged; called when [`Plugin::on_response`]
+    /// answered [`BodyRewrite::Whole`]. Default: `None`.
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
         let _ = (resp, body);
         None
+    }
+
+    /// One step of a streamed rewrite, called for each piece of the body when
+    /// [`Plugin::on_response`] answered [`BodyRewrite::Streamed`]: `chunk` starts with the bytes
+    /// the previous call held back, `state` is what it returned. Calls may run in different
+    /// instances, so keep nothing in globals. [`defaults::rewrite_chunk_with`] turns a rewrite
+    /// that works within a line or a tag into a streamed one. Default: the chunk unchanged.
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, state: Vec<u8>, last: bool) -> ChunkRewrite {
+        let _ = (resp, state, last);
+        defaults::unchanged_chunk(chunk)
     }
 }
 
@@ -123,6 +136,10 @@ impl<T: Plugin> bindings::Guest for T {
 
     fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
         T::rewrite_body(resp, body)
+    }
+
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, state: Vec<u8>, last: bool) -> ChunkRewrite {
+        T::rewrite_chunk(resp, chunk, state, last)
     }
 }
 

@@ -14,13 +14,15 @@
 //! Facts for a proxy, read from Voila 0.5.13 (`voila/app.py`, the `lab` template):
 //! - default port 8866; no health endpoint: `GET /` starts a kernel and runs the notebook, so
 //!   readiness is probed on the static `GET /voila/static/voila.js`;
-//! - the page is streamed while the notebook runs (a rewrite sees it once it is complete);
+//! - the page is streamed while the notebook runs: the head and the page config first, then
+//!   each cell's output as it is computed. The plugin therefore rewrites it as it streams
+//!   (`rewrite-chunk`), so the page shows progress through Portico as it does directly;
 //! - `Set-Cookie: username-{host}-{port}=…; Path=/` (scoped to the prefix by the SDK's default);
 //! - the `lab` template loads Font Awesome from a public CDN, outside any prefix.
 
 use portico_plugin_sdk::{
-    Header, OrphanRequest, Plugin, PluginInfo, Response, ResponsePlan, claim_by_prefix, defaults,
-    export_plugin, header, rewrite,
+    BodyRewrite, ChunkRewrite, Header, OrphanRequest, Plugin, PluginInfo, Response, ResponsePlan,
+    claim_by_prefix, defaults, export_plugin, header, rewrite,
 };
 
 /// The Voila handler.
@@ -77,12 +79,18 @@ impl Plugin for Voila {
         }
         ResponsePlan {
             headers,
-            rewrite_body: defaults::media_type(&resp) == "text/html",
+            body: if defaults::media_type(&resp) == "text/html" {
+                BodyRewrite::Streamed
+            } else {
+                BodyRewrite::Keep
+            },
         }
     }
 
-    fn rewrite_body(resp: Response, body: Vec<u8>) -> Option<Vec<u8>> {
-        page(&body, &resp.request.prefix)
+    fn rewrite_chunk(resp: Response, chunk: Vec<u8>, _: Vec<u8>, last: bool) -> ChunkRewrite {
+        // Every URL `page` moves sits inside one tag or one config entry, which never holds a
+        // line end or a `>`: a chunk cut after the last of those rewrites the same as a page.
+        defaults::rewrite_chunk_with(chunk, last, |part| page(part, &resp.request.prefix))
     }
 }
 
