@@ -214,6 +214,8 @@ pub struct Plugin {
     /// Calls running now, for the fair share.
     in_flight: AtomicUsize,
     stats: PluginStats,
+    /// The plugin itself, for the task that replaces a failed instance.
+    me: std::sync::Weak<Plugin>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -275,7 +277,8 @@ impl Plugin {
             .await
             .map_err(PluginError::from_call)?;
         guard::info(&info)?;
-        let plugin = Arc::new(Self {
+        let plugin = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             log: PluginLog::new(&info.name),
             info,
             source,
@@ -433,6 +436,32 @@ impl Plugin {
         }
     }
 
+    /// Instantiates a pooled instance in the background in place of one that failed, so that
+    /// the next call finds a warm one: a fresh instance of a plugin written in Python (a
+    /// whole interpreter image) costs milliseconds, a call on a warm one microseconds.
+    fn replace_instance(&self) {
+        if self.isolation != Isolation::Pooled {
+            return;
+        }
+        let (Some(plugin), Ok(runtime)) =
+            (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if plugin.idle_instances().len() >= plugin.runtime.config().pool_size {
+                return;
+            }
+            plugin.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+            if let Ok(instance) = plugin.runtime.instantiate(&plugin.pre, &plugin.log).await {
+                let mut idle = plugin.idle_instances();
+                if idle.len() < plugin.runtime.config().pool_size {
+                    idle.push(instance);
+                }
+            }
+        });
+    }
+
     async fn checkout(&self) -> Result<Instance, PluginError> {
         if self.isolation == Isolation::Pooled
             && let Some(instance) = self.idle_instances().pop()
@@ -490,7 +519,11 @@ impl Plugin {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 stats.failures[err.failure_index()].fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.info.name, hook = hook.as_str(), error = %err, "plugin call failed; using the generic behaviour");
-                if let Outcome::Quarantined(period) = self.health.failed(admit, now) {
+                let quarantined = self.health.failed(admit, now);
+                if matches!(quarantined, Outcome::Counted) {
+                    self.replace_instance();
+                }
+                if let Outcome::Quarantined(period) = quarantined {
                     tracing::error!(
                         plugin = %self.info.name,
                         hook = hook.as_str(),
