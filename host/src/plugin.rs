@@ -275,7 +275,10 @@ impl Plugin {
             .world
             .call_info(&mut instance.store)
             .await
-            .map_err(PluginError::from_call)?;
+            .map_err(|err| match PluginError::from_call(err) {
+                PluginError::Timeout(_) => PluginError::Timeout(runtime.config().call_timeout),
+                other => other,
+            })?;
         guard::info(&info)?;
         let plugin = Arc::new_cyclic(|me| Self {
             me: me.clone(),

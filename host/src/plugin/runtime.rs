@@ -36,6 +36,12 @@ const THROTTLE: Duration = Duration::from_millis(19);
 /// calls run at once.
 const REWRITE_GRACE: Duration = Duration::from_millis(20);
 
+/// The same for starting an instance and for its first call. A plugin written in Python runs
+/// its interpreter's start-up there (1-3 ms at instantiation, about 2 ms in the first call,
+/// which refreshes the environment and reseeds `random`): throttled from the first tick, that
+/// took 27-52 ms and ran past a 50 ms deadline.
+const START_GRACE: Duration = Duration::from_millis(20);
+
 /// Limits and policies for running plugins.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -224,6 +230,8 @@ impl WasiView for HostState {
 pub(crate) struct Instance {
     pub(crate) store: Store<HostState>,
     pub(crate) world: World,
+    /// No call has run in it yet.
+    fresh: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -235,6 +243,11 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
     pub(crate) fn arm(&mut self, now: Instant, timeout: Duration, grace: Duration) {
+        let grace = if std::mem::replace(&mut self.fresh, false) {
+            grace.max(START_GRACE)
+        } else {
+            grace
+        };
         let state = self.store.data_mut();
         state.started = now;
         state.grace = grace;
@@ -422,8 +435,8 @@ impl Runtime {
                 held: 0,
             },
             started: Instant::now(),
-            grace: TICK,
-            deadline: Instant::now() + self.config.call_timeout,
+            grace: START_GRACE,
+            deadline: Instant::now() + self.config.rewrite_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -447,11 +460,18 @@ impl Runtime {
             }
         });
         store.set_epoch_deadline(1);
-        let world = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(PluginError::from_call)?;
-        Ok(Instance { store, world })
+        let world =
+            pre.instantiate_async(&mut store).await.map_err(
+                |err| match PluginError::from_call(err) {
+                    PluginError::Timeout(_) => PluginError::Timeout(self.config.rewrite_timeout),
+                    other => other,
+                },
+            )?;
+        Ok(Instance {
+            store,
+            world,
+            fresh: true,
+        })
     }
 }
 

@@ -39,10 +39,15 @@ pub fn prefix_location(location: &str, prefix: &str, public_host: &str) -> Optio
         return Some(format!("{prefix}{location}"));
     }
     for scheme in ["http://", "https://"] {
-        if location.len() >= scheme.len() && location[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: the value may hold a multi-byte character where the scheme
+        // would end (`http:/é`).
+        if let Some(given) = location
+            .get(..scheme.len())
+            .filter(|given| given.eq_ignore_ascii_case(scheme))
+        {
             let rest = &location[scheme.len()..];
             return prefix_on_host(rest, prefix, public_host)
-                .map(|fixed| format!("{}{fixed}", &location[..scheme.len()]));
+                .map(|fixed| format!("{given}{fixed}"));
         }
     }
     None
