@@ -17,9 +17,11 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: the plugin cost of one request, then direct vs Portico vs nginx (needs wrk;
+# Benchmarks: the plugin cost of one request (a Rust plugin next to its Python twin, built with
+# componentize-py from PyPI), then direct vs Portico vs nginx (needs wrk;
 # nginx when installed). Figures are printed and saved under target/bench/.
 bench:
     cargo build --release -p portico
-    cargo bench -p portico --bench plugin_calls
+    python3 plugins/sdk-python/build.py tests/fixtures/python-gradio -o target/python-plugins/python-gradio/python-gradio.wasm
+    PORTICO_BENCH_PYTHON_PLUGIN={{justfile_directory()}}/target/python-plugins/python-gradio/python-gradio.wasm cargo bench -p portico --bench plugin_calls
     cargo bench -p portico --bench proxy

@@ -1,13 +1,16 @@
 //! The plugin cost of one request: the streamlit plugin's hooks through the real runtime,
-//! with pooled instances and with a fresh instance per call.
+//! with pooled instances and with a fresh instance per call; then the Gradio plugin in Rust
+//! next to its Python twin (`tests/fixtures/python-gradio`, built with the Python SDK), when
+//! `PORTICO_BENCH_PYTHON_PLUGIN` names the built component (`just bench` builds it).
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portico::plugin::{
-    Header, Isolation, IsolationPolicy, PluginRegistry, Request, Response, Runtime, RuntimeConfig,
-    Service,
+    Header, Isolation, IsolationPolicy, PluginRegistry, PluginSource, Request, Response, Runtime,
+    RuntimeConfig, Service,
 };
 
 fn request() -> Request {
@@ -74,6 +77,63 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+    }
+    group.finish();
+    python_next_to_rust(c, &rt, &cache);
+}
+
+/// `on-request` of the Gradio plugin, bundled (Rust) and as its Python twin, pooled and per
+/// call.
+fn python_next_to_rust(c: &mut Criterion, rt: &tokio::runtime::Runtime, cache: &Path) {
+    let Some(python) = std::env::var_os("PORTICO_BENCH_PYTHON_PLUGIN").map(PathBuf::from) else {
+        println!(
+            "gradio/python: skipped (set PORTICO_BENCH_PYTHON_PLUGIN to the Python twin's .wasm; `just bench` does)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&python, dir.path().join("gradio.wasm")).expect("copy the Python plugin");
+    let mut req = request();
+    req.path = "/gradio_api/queue/join".to_owned();
+    req.service.service_type = "gradio".to_owned();
+    let mut group = c.benchmark_group("gradio");
+    for (language, plugins) in [("rust", None), ("python", Some(dir.path().to_path_buf()))] {
+        for (label, isolation) in [
+            ("pooled", Isolation::Pooled),
+            ("per-call", Isolation::PerCall),
+        ] {
+            let config = RuntimeConfig {
+                cache_dir: Some(cache.to_path_buf()),
+                ..RuntimeConfig::default()
+            };
+            let policy = IsolationPolicy {
+                directory: isolation,
+                by_name: HashMap::from([("gradio".to_owned(), isolation)]),
+            };
+            let registry = rt.block_on(async {
+                let runtime = Runtime::new(config).expect("runtime");
+                PluginRegistry::load(runtime, plugins.clone(), policy)
+                    .await
+                    .expect("plugins")
+            });
+            let plugin = registry.for_type("gradio");
+            assert_eq!(
+                matches!(plugin.source(), PluginSource::File(_)),
+                plugins.is_some(),
+                "the {language} plugin serves"
+            );
+            if isolation == Isolation::PerCall {
+                // A fresh Python instance costs milliseconds: fewer samples keep the run short.
+                group.sample_size(10);
+            } else {
+                group.sample_size(100);
+            }
+            group.bench_function(format!("on-request/{language}/{label}"), |b| {
+                b.iter(|| {
+                    rt.block_on(async { black_box(plugin.on_request(black_box(&req)).await) })
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -46,8 +46,8 @@ enum PluginCommand {
     /// e.g. `portico plugin try my.wasm --type dash --path /_dash-layout --status 302
     /// --location /login --header 'accept:text/html'`
     Try(Box<portico::trial::TrialArgs>),
-    /// Write a new plugin project that builds with only crates.io reachable (the SDK is
-    /// written into it from this binary).
+    /// Write a new plugin project, in Rust or Python, that builds with only crates.io or PyPI
+    /// reachable (the SDK is written into it from this binary).
     New {
         /// The plugin's name, also its first service type: a-z, 0-9 and -.
         name: String,
@@ -70,6 +70,7 @@ enum PluginCommand {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Lang {
     Rust,
+    Python,
 }
 
 fn main() -> ExitCode {
@@ -97,15 +98,19 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Some(Command::Plugin(PluginCommand::Check { file })) => check(&file).await,
             Some(Command::Plugin(PluginCommand::List { plugins_dir })) => list(plugins_dir).await,
-            Some(Command::Plugin(PluginCommand::New { name, lang, dir })) => match lang {
-                Lang::Rust => portico::scaffold::new_rust_plugin(&name, &dir).map(|root| {
+            Some(Command::Plugin(PluginCommand::New { name, lang, dir })) => {
+                let written = match lang {
+                    Lang::Rust => portico::scaffold::new_rust_plugin(&name, &dir),
+                    Lang::Python => portico::scaffold::new_python_plugin(&name, &dir),
+                };
+                written.map(|root| {
                     println!(
                         "wrote {}; build it with {}/build.sh",
                         root.display(),
                         root.display()
                     );
-                }),
-            },
+                })
+            }
             Some(Command::Plugin(PluginCommand::Try(args))) => portico::trial::run(&args)
                 .await
                 .map(|report| print!("{report}")),

@@ -44,17 +44,50 @@ const VENDORED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The Python SDK and its build script, as this binary was built with them.
+const VENDORED_PYTHON: &[(&str, &str)] = &[
+    (
+        "vendor/portico_plugin/__init__.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/__init__.py"),
+    ),
+    (
+        "vendor/portico_plugin/defaults.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/defaults.py"),
+    ),
+    (
+        "vendor/portico_plugin/plugin.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/plugin.py"),
+    ),
+    (
+        "vendor/portico_plugin/records.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/records.py"),
+    ),
+    (
+        "vendor/portico_plugin/rewrite.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/rewrite.py"),
+    ),
+    (
+        "vendor/portico_plugin/testing.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/testing.py"),
+    ),
+    (
+        "vendor/portico_plugin/world.py",
+        include_str!("../../plugins/sdk-python/portico_plugin/world.py"),
+    ),
+    (
+        "vendor/build.py",
+        include_str!("../../plugins/sdk-python/build.py"),
+    ),
+    (
+        "vendor/wit/plugin.wit",
+        include_str!("../../plugins/sdk-python/wit/plugin.wit"),
+    ),
+];
+
 /// Writes project `name` in `dir/name` and returns its path. Refuses an existing directory
 /// and a name that is not a plugin name.
 pub fn new_rust_plugin(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
-    validate(name)?;
-    let root = dir.join(name);
-    if root.exists() {
-        bail!(
-            "{} exists already; choose another name or --dir",
-            root.display()
-        );
-    }
+    let root = project_dir(name, dir)?;
     let crate_name = format!("portico-plugin-{name}");
     let artifact = crate_name.replace('-', "_");
     let type_name = type_name(name);
@@ -69,6 +102,49 @@ pub fn new_rust_plugin(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
             (".gitignore".to_owned(), "/target/\n/*.wasm\n".to_owned()),
         ])
         .collect();
+    write(&root, files)?;
+    Ok(root)
+}
+
+/// Writes Python project `name` in `dir/name` and returns its path: the plugin in `plugin/`,
+/// its unit tests in `tests/`, and the Python SDK and its build script in `vendor/`. Building
+/// needs Python 3.11 and PyPI (for componentize-py, installed once into `.componentize-py/`).
+pub fn new_python_plugin(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = project_dir(name, dir)?;
+    let class = type_name(name);
+    let files: Vec<(String, String)> = VENDORED_PYTHON
+        .iter()
+        .map(|(path, text)| ((*path).to_owned(), (*text).to_owned()))
+        .chain([
+            ("plugin/app.py".to_owned(), app_py(name, &class)),
+            ("tests/test_app.py".to_owned(), test_app_py(name, &class)),
+            ("build.sh".to_owned(), python_build_sh(name)),
+            ("README.md".to_owned(), python_readme(name)),
+            (
+                ".gitignore".to_owned(),
+                "/.componentize-py/\n/*.wasm\n__pycache__/\n".to_owned(),
+            ),
+        ])
+        .collect();
+    write(&root, files)?;
+    Ok(root)
+}
+
+/// `dir/name`, once `name` is checked and the directory known not to exist.
+fn project_dir(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    validate(name)?;
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} exists already; choose another name or --dir",
+            root.display()
+        );
+    }
+    Ok(root)
+}
+
+/// Writes `files` under `root` and makes its `build.sh` executable.
+fn write(root: &Path, files: Vec<(String, String)>) -> anyhow::Result<()> {
     for (path, text) in files {
         let path = root.join(path);
         if let Some(parent) = path.parent() {
@@ -77,8 +153,7 @@ pub fn new_rust_plugin(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    make_executable(&root.join("build.sh"))?;
-    Ok(root)
+    make_executable(&root.join("build.sh"))
 }
 
 /// A plugin name: what `info` reports and the service type it starts with.
@@ -238,6 +313,114 @@ is the plugin; `vendor/` holds the Portico plugin SDK it was created with (contr
 `portico:plugin@{contract}`). When a new Portico implements a newer contract, run
 `portico plugin new` with it for a fresh `vendor/`, make the changes "Upgrading a plugin" in
 Portico's plugin guide lists, and rebuild.
+"#
+    )
+}
+
+fn app_py(name: &str, class: &str) -> String {
+    format!(
+        r#""""The Portico plugin for {name} apps.
+
+Every hook has a default that is Portico's generic behaviour (prefix stripped,
+`x-forwarded-prefix` sent, `Location` and cookie paths kept under the prefix); override only what
+{name} needs. See the Portico plugin guide for what each hook does.
+"""
+
+from portico_plugin import OrphanRequest, Plugin, PluginInfo, claim_by_prefix, export
+
+CLAIMS = [("/_{name}/", 100)]
+"""Paths {name}'s pages may ask for without the prefix, and how strongly each belongs to it.
+Portico asks `claim` only about paths under these prefixes."""
+
+
+class {class}(Plugin):
+    """The {name} handler."""
+
+    def info(self) -> PluginInfo:
+        return PluginInfo(
+            "{name}",
+            "0.1.0",
+            service_types=["{name}"],
+            detect=["{name}"],
+            claim_prefixes=[prefix for prefix, _ in CLAIMS],
+        )
+
+    def claim(self, req: OrphanRequest) -> int:
+        return claim_by_prefix(CLAIMS, req.path)
+
+
+WitWorld = export({class})
+"#
+    )
+}
+
+fn test_app_py(name: &str, class: &str) -> String {
+    format!(
+        r#""""Unit tests of the plugin's hooks, under plain Python: `python3 -m unittest discover -s tests`."""
+
+import sys
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "vendor")]
+
+from app import {class}  # noqa: E402
+from portico_plugin import header, testing  # noqa: E402
+
+
+class {class}Test(unittest.TestCase):
+    def test_the_prefix_is_stripped_and_announced(self) -> None:
+        upstream = {class}().on_request(testing.request("{name}", "/page"))
+        self.assertEqual(upstream.path, "/page")
+        self.assertEqual(header(upstream.headers.set, "x-forwarded-prefix"), "/proxy/app")
+
+    def test_claims_its_own_paths_only(self) -> None:
+        self.assertEqual({class}().claim(testing.orphan("/_{name}/api")), 100)
+        self.assertEqual({class}().claim(testing.orphan("/static/x.js")), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#
+    )
+}
+
+fn python_build_sh(name: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env sh
+# Builds {name}.wasm, the WebAssembly component Portico loads, from plugin/app.py. Needs
+# Python 3.11 and, the first time, PyPI: componentize-py is installed into .componentize-py/
+# (or $PORTICO_COMPONENTIZE_VENV) and reused.
+set -eu
+cd "$(dirname "$0")"
+python3 -m unittest discover -s tests
+python3 vendor/build.py plugin -o {name}.wasm --venv "${{PORTICO_COMPONENTIZE_VENV:-.componentize-py}}"
+echo "next: portico plugin check {name}.wasm"
+"#
+    )
+}
+
+fn python_readme(name: &str) -> String {
+    let contract = crate::plugin::CONTRACT_VERSION;
+    format!(
+        r#"# {name}: a Portico plugin in Python
+
+```sh
+python3 -m unittest discover -s tests        # the plugin's unit tests, under plain Python
+./build.sh                                   # the tests, then {name}.wasm (componentize-py, installed once)
+portico plugin check {name}.wasm             # validates it in Portico's sandbox and prints its info
+portico plugin try {name}.wasm --path /page  # what each hook answers for a request
+cp {name}.wasm /path/to/plugins.d/           # install: Portico loads it within a second
+```
+
+Services with `type = "{name}"` (or the label `portico.type={name}`) then use it.
+`plugin/app.py` is the plugin: a `Plugin` subclass and the line `WitWorld = export(...)`.
+Keep nothing between calls on `self` or in globals, and import only the standard library and
+`portico_plugin`. `vendor/` holds the Portico Python SDK it was created with (contract
+`portico:plugin@{contract}`) and its build script. When a new Portico implements a newer
+contract, run `portico plugin new --lang python` with it for a fresh `vendor/`, make the
+changes "Upgrading a plugin" in Portico's plugin guide lists, and rebuild.
 "#
     )
 }

@@ -293,3 +293,56 @@ fn plugin_new_writes_a_project_that_builds_outside_the_repository() {
         "an existing project is not overwritten"
     );
 }
+
+#[test]
+fn plugin_new_writes_a_python_project_that_builds_outside_the_repository() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = portico(
+        &[
+            "plugin",
+            "new",
+            "my-framework",
+            "--lang",
+            "python",
+            "--dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let project = dir.path().join("my-framework");
+    // build.sh runs the project's unit tests, then builds the component from what the binary
+    // wrote; componentize-py is installed once into the workspace's target directory and
+    // shared with the other tests that build Python plugins.
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/componentize-py-venv");
+    let build = Command::new(project.join("build.sh"))
+        .current_dir(&project)
+        .env("PORTICO_COMPONENTIZE_VENV", &venv)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("build.sh runs");
+    assert!(build.status.success(), "{build:?}");
+    assert!(
+        String::from_utf8_lossy(&build.stderr).contains("Ran 2 tests"),
+        "{build:?}"
+    );
+    let wasm = project.join("my-framework.wasm");
+    let wasm = wasm.to_str().expect("utf-8");
+    let check = portico(&["plugin", "check", wasm], cache.path());
+    assert!(check.status.success(), "{check:?}");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("service types: my-framework"), "{text}");
+    let trial = portico(
+        &["plugin", "try", wasm, "--path", "/_my-framework/api"],
+        cache.path(),
+    );
+    assert!(trial.status.success(), "{trial:?}");
+    let text = String::from_utf8_lossy(&trial.stdout);
+    assert!(
+        text.contains("set x-forwarded-prefix: /proxy/app"),
+        "{text}"
+    );
+    assert!(text.contains("score 100 under /_my-framework/"), "{text}");
+}

@@ -516,6 +516,18 @@ impl Session {
         service_lines: &str,
         sections: &str,
     ) -> anyhow::Result<Option<Self>> {
+        Self::open_apps_with_plugins(name, specs, service_lines, sections, &[]).await
+    }
+
+    /// As [`Session::open_apps`], with the `.wasm` files `plugins` in Portico's plugins
+    /// directory (one named like a bundled plugin replaces it).
+    pub async fn open_apps_with_plugins(
+        name: &str,
+        specs: &[AppSpec<'_>],
+        service_lines: &str,
+        sections: &str,
+        plugins: &[&Path],
+    ) -> anyhow::Result<Option<Self>> {
         let Some(tools) = tools_or_skip(name) else {
             return Ok(None);
         };
@@ -541,7 +553,7 @@ impl Session {
             body.push_str(service_lines);
         }
         body.push_str(sections);
-        Self::connect(name, tools, apps, &body, slot)
+        Self::connect(name, tools, apps, &body, plugins, slot)
             .await
             .map(Some)
     }
@@ -550,7 +562,7 @@ impl Session {
     /// its configuration (see [`Portico::start`]) and the browser opens on it.
     pub async fn open_with_config(name: &str, tools: &Tools, body: &str) -> anyhow::Result<Self> {
         let slot = BROWSER_SLOT.lock().await;
-        Self::connect(name, tools, Vec::new(), body, slot).await
+        Self::connect(name, tools, Vec::new(), body, &[], slot).await
     }
 
     /// Starts Portico with `body`, chromedriver and the browser, once the apps run.
@@ -559,9 +571,10 @@ impl Session {
         tools: &Tools,
         apps: Vec<App>,
         body: &str,
+        plugins: &[&Path],
         slot: tokio::sync::MutexGuard<'static, ()>,
     ) -> anyhow::Result<Self> {
-        let portico = Portico::start(body).await?;
+        let portico = Portico::start_with_plugins(body, plugins).await?;
         let driver_port = free_port()?;
         let mut driver = Process::spawn(
             Command::new(&tools.chromedriver).arg(format!("--port={driver_port}")),

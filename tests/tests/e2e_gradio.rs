@@ -1,10 +1,13 @@
 //! Gradio, unmodified (no `root_path`, no `GRADIO_ROOT_PATH`), in headless Chromium through
 //! Portico: two copies of one app open side by side in two tabs, a button whose server-side
 //! function answers over the queue's Server-Sent Events, every request under its own prefix,
-//! the app's public root naming the prefix, and no console error.
+//! the app's public root naming the prefix, and no console error. The same again with the
+//! Gradio plugin's Python twin (`tests/fixtures/python-gradio`, written with the Python SDK)
+//! in the plugins directory in place of the bundled one.
 
 use anyhow::ensure;
-use portico_tests::e2e::{Browser, Kind, Session};
+use portico::plugin::PluginSource;
+use portico_tests::e2e::{AppSpec, Browser, Kind, Session};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,6 +17,52 @@ async fn gradio_apps_side_by_side_stay_under_their_prefixes() -> anyhow::Result<
         return Ok(());
     };
     let outcome = scenario(&mut session.browser, "gradio-a", "gradio-b").await;
+    session.finish(outcome).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_gradio_plugin_serves_gradio_as_the_bundled_one_does() -> anyhow::Result<()> {
+    let specs = [
+        AppSpec::new("py-gradio-a", Kind::Gradio),
+        AppSpec::new("py-gradio-b", Kind::Gradio),
+    ];
+    // Built before the browser slot is taken: the first build installs componentize-py.
+    let plugin = portico_tests::python::plugin("python-gradio")?;
+    let Some(mut session) =
+        Session::open_apps_with_plugins("python-gradio", &specs, "", "", &[plugin.as_path()])
+            .await?
+    else {
+        return Ok(());
+    };
+    let loaded = session
+        .portico
+        .running
+        .state
+        .proxy()
+        .plugins()
+        .get("gradio")
+        .expect("a gradio plugin");
+    ensure!(
+        matches!(loaded.source(), PluginSource::File(_)),
+        "the bundled gradio plugin serves, not the Python one"
+    );
+    let outcome = scenario(&mut session.browser, "py-gradio-a", "py-gradio-b").await;
+    let calls = loaded
+        .stats()
+        .calls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let failures = loaded
+        .stats()
+        .failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let outcome = outcome.and_then(|()| {
+        ensure!(calls > 0, "the Python plugin was never called");
+        ensure!(
+            failures == 0,
+            "{failures} of {calls} Python plugin calls failed"
+        );
+        Ok(())
+    });
     session.finish(outcome).await
 }
 
