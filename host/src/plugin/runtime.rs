@@ -116,8 +116,11 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: Limits,
-    /// When the running call started.
-    started: Instant,
+    /// The ticks the running call has been seen running through: one each time the epoch
+    /// callback fires. A call that the OS preempted, or that waited in the executor's queue,
+    /// sees at most one tick for the whole pause, so a short call on a loaded machine is not
+    /// taken for a spinning one, as it would be by its wall time.
+    ticks: u32,
     /// How long the running call may run before it is throttled.
     grace: Duration,
     /// When the running call must stop.
@@ -249,7 +252,7 @@ impl Instance {
             grace
         };
         let state = self.store.data_mut();
-        state.started = now;
+        state.ticks = 0;
         state.grace = grace;
         state.deadline = now + timeout;
         self.store.set_epoch_deadline(1);
@@ -434,22 +437,24 @@ impl Runtime {
                 budget: Arc::clone(&self.memory),
                 held: 0,
             },
-            started: Instant::now(),
+            ticks: 0,
             grace: START_GRACE,
             deadline: Instant::now() + self.config.rewrite_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Past the deadline the call traps. Until then it yields to the executor on each tick,
-        // so a plugin that spins never holds a worker thread for long; once it has run a whole
-        // tick it also waits `THROTTLE` at each one, so that it takes at most a twentieth of a
-        // worker and the other services' requests on that worker keep going.
-        store.epoch_deadline_callback(|ctx| {
+        // so a plugin that spins never holds a worker thread for long; once it has run through
+        // more ticks than its grace it also waits `THROTTLE` at each one, so that it takes at
+        // most a twentieth of a worker and the other services' requests on that worker keep
+        // going. Ticks, not wall time: a preempted call is not throttled for the pause.
+        store.epoch_deadline_callback(|mut ctx| {
             let now = Instant::now();
-            let state = ctx.data();
+            let state = ctx.data_mut();
+            state.ticks = state.ticks.saturating_add(1);
             if now >= state.deadline {
                 Ok(UpdateDeadline::Interrupt)
-            } else if now.saturating_duration_since(state.started) < state.grace {
+            } else if TICK.saturating_mul(state.ticks) <= state.grace {
                 Ok(UpdateDeadline::Yield(1))
             } else {
                 let pause = THROTTLE.min(state.deadline - now);
