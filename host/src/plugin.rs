@@ -269,7 +269,7 @@ impl Plugin {
         instance.arm(
             Instant::now(),
             runtime.config().call_timeout,
-            runtime.config().grace(Hook::OnRequest),
+            runtime::START_GRACE,
         );
         let info = instance
             .world
@@ -296,7 +296,7 @@ impl Plugin {
         if isolation == Isolation::Pooled {
             let mut warm = vec![instance];
             for _ in 1..runtime.config().pool_size {
-                warm.push(runtime.instantiate(&plugin.pre, &plugin.log).await?);
+                warm.push(plugin.warm_instance().await?);
             }
             plugin.idle_instances().extend(warm);
         }
@@ -456,13 +456,31 @@ impl Plugin {
                 return;
             }
             plugin.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-            if let Ok(instance) = plugin.runtime.instantiate(&plugin.pre, &plugin.log).await {
+            if let Ok(instance) = plugin.warm_instance().await {
                 let mut idle = plugin.idle_instances();
                 if idle.len() < plugin.runtime.config().pool_size {
                     idle.push(instance);
                 }
             }
         });
+    }
+
+    /// A new instance, warmed by an `info` call with the start-up grace: the first call into an
+    /// instance runs start-up work (a Python interpreter's, about 2 ms), which the hook that
+    /// serves a request then does not do under its own, shorter grace.
+    async fn warm_instance(&self) -> Result<Instance, PluginError> {
+        let mut instance = self.runtime.instantiate(&self.pre, &self.log).await?;
+        instance.arm(
+            Instant::now(),
+            self.runtime.config().call_timeout,
+            runtime::START_GRACE,
+        );
+        instance
+            .world
+            .call_info(&mut instance.store)
+            .await
+            .map_err(PluginError::from_call)?;
+        Ok(instance)
     }
 
     async fn checkout(&self) -> Result<Instance, PluginError> {
@@ -472,7 +490,7 @@ impl Plugin {
             return Ok(instance);
         }
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-        self.runtime.instantiate(&self.pre, &self.log).await
+        self.warm_instance().await
     }
 
     fn call_error(&self, err: wasmtime::Error, hook: Hook) -> PluginError {

@@ -36,11 +36,13 @@ const THROTTLE: Duration = Duration::from_millis(19);
 /// calls run at once.
 const REWRITE_GRACE: Duration = Duration::from_millis(20);
 
-/// The same for starting an instance and for its first call. A plugin written in Python runs
-/// its interpreter's start-up there (1-3 ms at instantiation, about 2 ms in the first call,
-/// which refreshes the environment and reseeds `random`): throttled from the first tick, that
-/// took 27-52 ms and ran past a 50 ms deadline.
-const START_GRACE: Duration = Duration::from_millis(20);
+/// The same for starting an instance, and for the `info` call that warms a pooled instance
+/// before it serves. A plugin written in Python runs its interpreter's start-up there (1-3 ms
+/// at instantiation, about 2 ms in the first call, which refreshes the environment and reseeds
+/// `random`): throttled from the first tick, that took 27-52 ms and ran past a 50 ms deadline.
+/// Calls that serve requests never get it: a plugin that fails every call, each time on a new
+/// instance, would otherwise spin this long unthrottled on each.
+pub(crate) const START_GRACE: Duration = Duration::from_millis(10);
 
 /// Limits and policies for running plugins.
 #[derive(Debug, Clone)]
@@ -233,8 +235,6 @@ impl WasiView for HostState {
 pub(crate) struct Instance {
     pub(crate) store: Store<HostState>,
     pub(crate) world: World,
-    /// No call has run in it yet.
-    fresh: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -246,11 +246,6 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
     pub(crate) fn arm(&mut self, now: Instant, timeout: Duration, grace: Duration) {
-        let grace = if std::mem::replace(&mut self.fresh, false) {
-            grace.max(START_GRACE)
-        } else {
-            grace
-        };
         let state = self.store.data_mut();
         state.ticks = 0;
         state.grace = grace;
@@ -472,11 +467,7 @@ impl Runtime {
                     other => other,
                 },
             )?;
-        Ok(Instance {
-            store,
-            world,
-            fresh: true,
-        })
+        Ok(Instance { store, world })
     }
 }
 
