@@ -294,9 +294,13 @@ impl Plugin {
             stats: PluginStats::default(),
         });
         if isolation == Isolation::Pooled {
+            let mut instance = instance;
+            if plugin.warm_up_request(&mut instance).await.is_err() {
+                instance = plugin.warm_instance().await?;
+            }
             let mut warm = vec![instance];
             for _ in 1..runtime.config().pool_size {
-                warm.push(plugin.warm_instance().await?);
+                warm.push(plugin.pooled_instance().await?);
             }
             plugin.idle_instances().extend(warm);
         }
@@ -456,7 +460,7 @@ impl Plugin {
                 return;
             }
             plugin.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-            if let Ok(instance) = plugin.warm_instance().await {
+            if let Ok(instance) = plugin.pooled_instance().await {
                 let mut idle = plugin.idle_instances();
                 if idle.len() < plugin.runtime.config().pool_size {
                     idle.push(instance);
@@ -481,6 +485,53 @@ impl Plugin {
             .await
             .map_err(PluginError::from_call)?;
         Ok(instance)
+    }
+
+    /// A pooled instance, warmed also by an `on-request` call with a made-up request: what a
+    /// plugin sets up lazily on its hot path (a Python module compiling its patterns on first
+    /// use) is then done before the instance serves, not under a request's grace. A plugin
+    /// that fails the made-up request gets an instance warmed by `info` only.
+    async fn pooled_instance(&self) -> Result<Instance, PluginError> {
+        let mut instance = self.warm_instance().await?;
+        match self.warm_up_request(&mut instance).await {
+            Ok(()) => Ok(instance),
+            Err(_) => self.warm_instance().await,
+        }
+    }
+
+    async fn warm_up_request(&self, instance: &mut Instance) -> Result<(), PluginError> {
+        let service_type = self
+            .info
+            .service_types
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "generic".to_owned());
+        let request = Request {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            query: None,
+            prefix: "/proxy/portico-warm-up".to_owned(),
+            public_host: "localhost".to_owned(),
+            scheme: "http".to_owned(),
+            headers: Vec::new(),
+            service: Service {
+                id: "portico-warm-up".to_owned(),
+                service_type,
+                labels: Vec::new(),
+                upstream: "http://127.0.0.1:9".to_owned(),
+            },
+        };
+        instance.arm(
+            Instant::now(),
+            self.runtime.config().call_timeout,
+            runtime::START_GRACE,
+        );
+        instance
+            .world
+            .call_on_request(&mut instance.store, &request)
+            .await
+            .map_err(PluginError::from_call)?;
+        Ok(())
     }
 
     async fn checkout(&self) -> Result<Instance, PluginError> {
