@@ -234,6 +234,22 @@ fn plugin_try_says_when_a_hook_is_not_asked_and_refuses_bad_arguments() {
     );
 }
 
+/// Runs `plugin check` and `plugin try --path /_my-framework/api` on a scaffolded plugin's
+/// component and returns what `try` printed.
+fn check_and_try(wasm: &std::path::Path, cache: &std::path::Path) -> String {
+    let wasm = wasm.to_str().expect("utf-8");
+    let check = portico(&["plugin", "check", wasm], cache);
+    assert!(check.status.success(), "{check:?}");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("service types: my-framework"), "{text}");
+    let trial = portico(
+        &["plugin", "try", wasm, "--path", "/_my-framework/api"],
+        cache,
+    );
+    assert!(trial.status.success(), "{trial:?}");
+    String::from_utf8_lossy(&trial.stdout).into_owned()
+}
+
 #[test]
 fn plugin_new_writes_a_project_that_builds_outside_the_repository() {
     let cache = tempfile::tempdir().expect("temp dir");
@@ -265,18 +281,7 @@ fn plugin_new_writes_a_project_that_builds_outside_the_repository() {
         .output()
         .expect("build.sh runs");
     assert!(build.status.success(), "{build:?}");
-    let wasm = project.join("my-framework.wasm");
-    let wasm = wasm.to_str().expect("utf-8");
-    let check = portico(&["plugin", "check", wasm], cache.path());
-    assert!(check.status.success(), "{check:?}");
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(text.contains("service types: my-framework"), "{text}");
-    let trial = portico(
-        &["plugin", "try", wasm, "--path", "/_my-framework/api"],
-        cache.path(),
-    );
-    assert!(trial.status.success(), "{trial:?}");
-    let text = String::from_utf8_lossy(&trial.stdout);
+    let text = check_and_try(&project.join("my-framework.wasm"), cache.path());
     assert!(text.contains("score 100 under /_my-framework/"), "{text}");
     let refused = portico(
         &[
@@ -328,18 +333,7 @@ fn plugin_new_writes_a_python_project_that_builds_outside_the_repository() {
         String::from_utf8_lossy(&build.stderr).contains("Ran 2 tests"),
         "{build:?}"
     );
-    let wasm = project.join("my-framework.wasm");
-    let wasm = wasm.to_str().expect("utf-8");
-    let check = portico(&["plugin", "check", wasm], cache.path());
-    assert!(check.status.success(), "{check:?}");
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(text.contains("service types: my-framework"), "{text}");
-    let trial = portico(
-        &["plugin", "try", wasm, "--path", "/_my-framework/api"],
-        cache.path(),
-    );
-    assert!(trial.status.success(), "{trial:?}");
-    let text = String::from_utf8_lossy(&trial.stdout);
+    let text = check_and_try(&project.join("my-framework.wasm"), cache.path());
     assert!(
         text.contains("set x-forwarded-prefix: /proxy/app"),
         "{text}"
