@@ -394,3 +394,41 @@ async fn a_large_piece_is_rewritten_in_bounded_calls() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A plugin that rewrites bodies gets them in an encoding Portico can decode: the upstream is
+/// never offered brotli or zstd for its services, while other services see the client's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_services_are_asked_only_for_decodable_encodings() -> anyhow::Result<()> {
+    let app = Router::new().route(
+        "/",
+        get(|headers: axum::http::HeaderMap| async move {
+            headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("none")
+                .to_owned()
+        }),
+    );
+    let up = upstream(app).await?;
+    let body = format!(
+        "{}{}",
+        service("shop", "flask", up),
+        service("plain", "generic", up)
+    );
+    let portico = Portico::start(&body).await?;
+    for (id, expected) in [
+        ("shop", "gzip, deflate"),
+        ("plain", "br, gzip, zstd, deflate"),
+    ] {
+        let seen = portico
+            .client
+            .get(portico.url(&format!("/proxy/{id}/")))
+            .header(header::ACCEPT_ENCODING, "br, gzip, zstd, deflate")
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert_eq!(seen, expected, "{id}");
+    }
+    Ok(())
+}

@@ -166,6 +166,38 @@ pub fn upstream_request(
     }
 }
 
+/// Keeps in the client's `Accept-Encoding` only the codings a body rewrite can decode (gzip,
+/// deflate, identity), for services whose plugin rewrites bodies: an upstream that answered
+/// in brotli or zstd would have its page sent on unrewritten. Without any of those left, the
+/// upstream is asked for `identity`.
+pub fn decodable_encodings(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::ACCEPT_ENCODING) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|coding| {
+            let name = coding.split(';').next().unwrap_or_default().trim();
+            ["gzip", "x-gzip", "deflate", "identity"]
+                .iter()
+                .any(|known| name.eq_ignore_ascii_case(known))
+        })
+        .map(str::to_owned)
+        .collect();
+    let value = if kept.is_empty() {
+        "identity".to_owned()
+    } else {
+        kept.join(", ")
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::ACCEPT_ENCODING, value);
+    }
+}
+
 /// Applies a plugin's edits: removals first, then each name in `set` replaces every value of
 /// that name (later entries of the same name add values). Invalid entries are skipped; the
 /// guard has already refused them, so this only protects against a guard bug.
@@ -290,6 +322,22 @@ pub fn media_type(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_decodable_encodings_are_asked_for() {
+        let mut headers = HeaderMap::new();
+        decodable_encodings(&mut headers);
+        assert!(headers.get(header::ACCEPT_ENCODING).is_none(), "none added");
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.9, zstd, deflate"),
+        );
+        decodable_encodings(&mut headers);
+        assert_eq!(headers[header::ACCEPT_ENCODING], "gzip;q=0.9, deflate");
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br"));
+        decodable_encodings(&mut headers);
+        assert_eq!(headers[header::ACCEPT_ENCODING], "identity");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

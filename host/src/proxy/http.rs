@@ -32,6 +32,9 @@ pub(super) async fn forward(
     let (parts, body) = request.into_parts();
     let method = parts.method;
     let mut request_headers = parts.headers;
+    if !ctx.plugin.info().rewrite_content_types.is_empty() {
+        headers::decodable_encodings(&mut request_headers);
+    }
     headers::upstream_request(
         &mut request_headers,
         &ctx.view,
