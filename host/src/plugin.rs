@@ -266,19 +266,7 @@ impl Plugin {
         };
         let log = PluginLog::new(&label);
         let mut instance = runtime.instantiate(&pre, &log).await?;
-        instance.arm(
-            Instant::now(),
-            runtime.config().call_timeout,
-            runtime::START_GRACE,
-        );
-        let info = instance
-            .world
-            .call_info(&mut instance.store)
-            .await
-            .map_err(|err| match PluginError::from_call(err) {
-                PluginError::Timeout(_) => PluginError::Timeout(runtime.config().call_timeout),
-                other => other,
-            })?;
+        let info = instance.info(runtime.config().call_timeout).await?;
         guard::info(&info)?;
         let plugin = Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -474,16 +462,7 @@ impl Plugin {
     /// serves a request then does not do under its own, shorter grace.
     async fn warm_instance(&self) -> Result<Instance, PluginError> {
         let mut instance = self.runtime.instantiate(&self.pre, &self.log).await?;
-        instance.arm(
-            Instant::now(),
-            self.runtime.config().call_timeout,
-            runtime::START_GRACE,
-        );
-        instance
-            .world
-            .call_info(&mut instance.store)
-            .await
-            .map_err(PluginError::from_call)?;
+        instance.info(self.runtime.config().call_timeout).await?;
         Ok(instance)
     }
 
@@ -521,11 +500,7 @@ impl Plugin {
                 upstream: "http://127.0.0.1:9".to_owned(),
             },
         };
-        instance.arm(
-            Instant::now(),
-            self.runtime.config().call_timeout,
-            runtime::START_GRACE,
-        );
+        instance.arm_start(self.runtime.config().call_timeout);
         instance
             .world
             .call_on_request(&mut instance.store, &request)

@@ -17,7 +17,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::bindings::{PACKAGE, VERSION, World, WorldPre};
+use super::bindings::{PACKAGE, PluginInfo, VERSION, World, WorldPre};
 use super::log::PluginLog;
 
 /// How often the epoch clock ticks; a call's deadline is checked on each tick.
@@ -42,7 +42,7 @@ const REWRITE_GRACE: Duration = Duration::from_millis(20);
 /// `random`): throttled from the first tick, that took 27-52 ms and ran past a 50 ms deadline.
 /// Calls that serve requests never get it: a plugin that fails every call, each time on a new
 /// instance, would otherwise spin this long unthrottled on each.
-pub(crate) const START_GRACE: Duration = Duration::from_millis(10);
+const START_GRACE: Duration = Duration::from_millis(10);
 
 /// Limits and policies for running plugins.
 #[derive(Debug, Clone)]
@@ -245,6 +245,22 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
+    /// Starts the clock for a warming call (`info`, a made-up request): the start-up grace.
+    pub(crate) fn arm_start(&mut self, timeout: Duration) {
+        self.arm(Instant::now(), timeout, START_GRACE);
+    }
+
+    /// Asks the instance for its info, as a warming call; a timeout names `timeout`.
+    pub(crate) async fn info(&mut self, timeout: Duration) -> Result<PluginInfo, PluginError> {
+        self.arm_start(timeout);
+        self.world.call_info(&mut self.store).await.map_err(|err| {
+            match PluginError::from_call(err) {
+                PluginError::Timeout(_) => PluginError::Timeout(timeout),
+                other => other,
+            }
+        })
+    }
+
     pub(crate) fn arm(&mut self, now: Instant, timeout: Duration, grace: Duration) {
         let state = self.store.data_mut();
         state.ticks = 0;
