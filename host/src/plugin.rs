@@ -468,7 +468,7 @@ impl Plugin {
 
     /// A pooled instance, warmed also by an `on-request` call with a made-up request: what a
     /// plugin sets up lazily on its hot path (a Python module compiling its patterns on first
-    /// use) is then done before the instance serves, not under a request's grace. A plugin
+    /// use) is then done before the instance serves, not in a request. A plugin
     /// that fails the made-up request gets an instance warmed by `info` only.
     async fn pooled_instance(&self) -> Result<Instance, PluginError> {
         let mut instance = self.warm_instance().await?;
@@ -500,7 +500,15 @@ impl Plugin {
                 upstream: "http://127.0.0.1:9".to_owned(),
             },
         };
-        instance.arm_start(self.runtime.config().call_timeout);
+        // The hook's own one-tick grace, so that a plugin that spins in `on-request` is
+        // throttled here too; the rewrite deadline, so that slow set-up still completes. No
+        // request waits for it: it runs at load and for background replacements.
+        let config = self.runtime.config();
+        instance.arm(
+            Instant::now(),
+            config.rewrite_timeout,
+            config.grace(Hook::OnRequest),
+        );
         instance
             .world
             .call_on_request(&mut instance.store, &request)

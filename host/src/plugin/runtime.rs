@@ -36,8 +36,8 @@ const THROTTLE: Duration = Duration::from_millis(19);
 /// calls run at once.
 const REWRITE_GRACE: Duration = Duration::from_millis(20);
 
-/// The same for starting an instance, and for the `info` call that warms a pooled instance
-/// before it serves. A plugin written in Python runs its interpreter's start-up there (1-3 ms
+/// The same for starting an instance, and for the `info` call that warms it before it
+/// serves. A plugin written in Python runs its interpreter's start-up there (1-3 ms
 /// at instantiation, about 2 ms in the first call, which refreshes the environment and reseeds
 /// `random`): throttled from the first tick, that took 27-52 ms and ran past a 50 ms deadline.
 /// Calls that serve requests never get it: a plugin that fails every call, each time on a new
@@ -245,14 +245,9 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Starts the clock for one call that begins at `now`.
-    /// Starts the clock for a warming call (`info`, a made-up request): the start-up grace.
-    pub(crate) fn arm_start(&mut self, timeout: Duration) {
-        self.arm(Instant::now(), timeout, START_GRACE);
-    }
-
     /// Asks the instance for its info, as a warming call; a timeout names `timeout`.
     pub(crate) async fn info(&mut self, timeout: Duration) -> Result<PluginInfo, PluginError> {
-        self.arm_start(timeout);
+        self.arm(Instant::now(), timeout, START_GRACE);
         self.world.call_info(&mut self.store).await.map_err(|err| {
             match PluginError::from_call(err) {
                 PluginError::Timeout(_) => PluginError::Timeout(timeout),
